@@ -1,0 +1,77 @@
+"""Named scales of the whole study: the same experiments from a test-sized run to the paper's budgets.
+
+    smoke  tests and CI: a 4-layer parent on a slice of the offline corpus; seconds per run
+    cpu    the default `bash reproduce.sh` on a 2-core machine (about an hour for the study)
+    gpu    one GPU for hours (an H200-class card); still offline by default
+    paper  the paper itself: Llama-3.1-8B shapes, DCLM, 512 x 8192-token batches, P=200B, N=50B
+
+Every tier keeps the paper's budget proportion P:N = 200:50.
+
+    cfg = get("cpu")            # a RunConfig; override with pvs.config.apply_overrides
+"""
+from __future__ import annotations
+
+from pvs.config import BudgetConfig, DataConfig, EvalConfig, RunConfig, TrainConfig
+from pvs.errors import PvsError
+from pvs.model import ModelShape
+
+
+def _smoke() -> RunConfig:
+    return RunConfig(
+        tier="smoke",
+        parent=ModelShape(n_layers=4, hidden=64, n_heads=8, n_kv_heads=2, head_dim=8, ffn=192, vocab=512,
+                          max_seq=1024),
+        data=DataConfig(max_docs=600, vocab_size=512),
+        train=TrainConfig(seq_len=64, batch_size=8, lr=3e-3, checkpoint_every=20, log_every=5),
+        eval=EvalConfig(seq_len=64, max_tokens=4096, batch_size=16),
+        budget=BudgetConfig(pretrain_tokens=40_960, retrain_tokens=10_240),
+    )
+
+
+def _cpu() -> RunConfig:
+    return RunConfig(
+        tier="cpu",
+        parent=ModelShape(n_layers=8, hidden=128, n_heads=8, n_kv_heads=2, head_dim=16, ffn=384, vocab=4096,
+                          max_seq=2048),
+        data=DataConfig(vocab_size=4096),
+        train=TrainConfig(seq_len=256, batch_size=8, lr=3e-3, checkpoint_every=100, log_every=10),
+        eval=EvalConfig(seq_len=256, max_tokens=65_536, batch_size=16),
+        budget=BudgetConfig(pretrain_tokens=1_200_000, retrain_tokens=300_000),
+    )
+
+
+def _gpu() -> RunConfig:
+    # ~40M non-embedding params; the offline corpus (~7.8M tokens) is repeated for several epochs
+    # (recorded in each run); with a network set data.source=dclm for fresh text.
+    return RunConfig(
+        tier="gpu",
+        parent=ModelShape(n_layers=12, hidden=512, n_heads=8, n_kv_heads=2, head_dim=64, ffn=1536, vocab=16384),
+        data=DataConfig(vocab_size=16384),
+        train=TrainConfig(seq_len=1024, batch_size=64, lr=1e-3, checkpoint_every=500, log_every=20),
+        eval=EvalConfig(seq_len=1024, max_tokens=1_048_576, batch_size=32),
+        budget=BudgetConfig(pretrain_tokens=64_000_000, retrain_tokens=16_000_000),
+    )
+
+
+def _paper() -> RunConfig:
+    # Llama-3.1-8B trained by the authors on DCLM with MaxText; see ../shared/paper-notes.md section 4.
+    return RunConfig(
+        tier="paper",
+        parent=ModelShape(n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128, ffn=14336,
+                          vocab=128256, tied=False, rope_theta=500_000.0, max_seq=8192),
+        data=DataConfig(source="dclm", tokenizer="meta-llama/Llama-3.1-8B", vocab_size=128256),
+        train=TrainConfig(seq_len=8192, batch_size=512, micro_batch_size=1, lr=3e-4, checkpoint_every=1000,
+                          log_every=10),
+        eval=EvalConfig(seq_len=8192, max_tokens=8192 * 256, batch_size=1),
+        budget=BudgetConfig(pretrain_tokens=200_000_000_000, retrain_tokens=50_000_000_000),
+    )
+
+
+TIERS = {"smoke": _smoke, "cpu": _cpu, "gpu": _gpu, "paper": _paper}
+
+
+def get(name: str) -> RunConfig:
+    """The RunConfig of tier ``name``."""
+    if name not in TIERS:
+        raise PvsError(f"unknown tier {name!r}; known tiers: {', '.join(TIERS)}")
+    return TIERS[name]()

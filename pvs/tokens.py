@@ -1,0 +1,170 @@
+"""Tokenizer and packed token shards.
+
+A byte-level BPE is trained offline on the pretrain split (or a pretrained Hugging Face
+tokenizer is used); every split is tokenized once into a flat memory-mapped array of token
+ids (documents joined by the end-of-text token) that every run reuses.
+
+    tok = prepare_tokenizer(corpus_dir, data_cfg, tok_dir)
+    paths = prepare_shards(corpus_dir, tok, tok_dir)        # {'pretrain': Path, 'valid.wiki': Path, ...}
+    stream = TokenStream(paths['pretrain'])
+    x, y = stream.batch(step=0, batch_size=16, seq_len=256, seed=0)
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pvs.errors import PvsError, check
+from pvs.records import atomic_write_bytes, atomic_write_json, sha256_file
+
+EOT = "<|endoftext|>"
+
+
+def _iter_texts(corpus_dir: Path, split: str, source: str | None = None):
+    path = corpus_dir / f"{split}.jsonl"
+    check(path.is_file(), f"corpus split {str(path)!r} is missing; run `pvs data` first")
+    with open(path) as f:
+        for line in f:
+            doc = json.loads(line)
+            if source is None or doc["source"] == source:
+                yield doc["text"]
+
+
+def prepare_tokenizer(corpus_dir: str | Path, data_cfg, tok_dir: str | Path):
+    """Train (once) or load the tokenizer named by ``data_cfg.tokenizer``; return a transformers fast tokenizer."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    corpus_dir, tok_dir = Path(corpus_dir), Path(tok_dir)
+    if data_cfg.tokenizer != "bpe":
+        # a pretrained tokenizer: a Hugging Face id or a local path (e.g. a released parent's directory)
+        try:
+            return AutoTokenizer.from_pretrained(data_cfg.tokenizer)
+        except OSError as e:
+            raise PvsError(f"tokenizer {data_cfg.tokenizer!r} could not be loaded ({str(e).splitlines()[0]}); "
+                           f"use 'bpe' or a local directory / Hugging Face id") from None
+    if (tok_dir / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(tok_dir)
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    check(data_cfg.vocab_size >= 300, f"data.vocab_size={data_cfg.vocab_size} must be >= 300 "
+                                      "(256 byte symbols + merges + specials)")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=data_cfg.vocab_size, special_tokens=[EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_iter_texts(corpus_dir, "pretrain"), trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOT, bos_token=EOT, unk_token=None,
+                                  pad_token=EOT)
+    tmp = tok_dir.with_name(tok_dir.name + ".tmp")
+    tok.save_pretrained(tmp)
+    tmp.rename(tok_dir) if not tok_dir.exists() else None
+    return PreTrainedTokenizerFast.from_pretrained(tok_dir)
+
+
+def _encode_docs(texts, tok) -> np.ndarray:
+    eot = tok.eos_token_id
+    check(eot is not None, "tokenizer has no end-of-text (eos) token; pvs joins documents with it")
+    dtype = np.uint16 if len(tok) <= 65535 else np.uint32
+    chunks, batch = [], []
+
+    def flush():
+        if batch:
+            for ids in tok(batch, add_special_tokens=False)["input_ids"]:
+                chunks.append(np.asarray(ids + [eot], dtype=dtype))
+            batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= 256:
+            flush()
+    flush()
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
+
+
+def prepare_shards(corpus_dir: str | Path, tok, tok_dir: str | Path) -> dict[str, Path]:
+    """Tokenize every split once into ``tok_dir/<split>.bin`` (held-out text also per source as
+    ``valid.<source>.bin``); return the paths. Existing shards are reused."""
+    corpus_dir, tok_dir = Path(corpus_dir), Path(tok_dir)
+    sources = sorted({json.loads(line)["source"] for line in open(corpus_dir / "valid.jsonl")})
+    jobs = {s: (s, None) for s in ("pretrain", "retrain", "calib", "valid")}
+    jobs.update({f"valid.{src}": ("valid", src) for src in sources})
+    paths = {}
+    for name, (split, source) in jobs.items():
+        path = tok_dir / f"{name}.bin"
+        if not path.is_file():
+            ids = _encode_docs(_iter_texts(corpus_dir, split, source), tok)
+            atomic_write_bytes(path, ids.tobytes())
+            atomic_write_json(path.with_suffix(".json"), {
+                "split": split, "source": source, "tokens": int(ids.size), "dtype": str(ids.dtype),
+                "sha256": sha256_file(path)})
+        paths[name] = path
+    return paths
+
+
+class TokenStream:
+    """A memory-mapped flat array of token ids cut into fixed windows, sampled in a seeded order.
+
+    The order is a pure function of (seed, step), so a resumed run sees exactly the batches an
+    uninterrupted run would; a budget larger than the stream repeats it in epochs (each epoch
+    reshuffled), and ``epochs(tokens)`` says how many.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        check(path.is_file(), f"token shard {str(path)!r} is missing; run `pvs data` first")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        self.path, self.meta = path, meta
+        self.ids = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    def n_windows(self, seq_len: int) -> int:
+        return max(0, (len(self) - 1) // seq_len)
+
+    def epochs(self, tokens: int, seq_len: int) -> float:
+        """How many passes over this stream a budget of ``tokens`` takes."""
+        n = self.n_windows(seq_len) * seq_len
+        check(n > 0, f"token shard {self.path.name} has {len(self)} tokens: too short for seq_len={seq_len}")
+        return tokens / n
+
+    def window(self, index: int, seq_len: int) -> np.ndarray:
+        start = index * seq_len
+        return np.asarray(self.ids[start: start + seq_len + 1], dtype=np.int64)
+
+    def sample_indices(self, start: int, count: int, seq_len: int, seed: int) -> list[int]:
+        """Window indices of global samples ``start .. start+count-1`` (epoch-wise seeded permutations)."""
+        n = self.n_windows(seq_len)
+        check(n > 0, f"token shard {self.path.name} has {len(self)} tokens: too short for seq_len={seq_len}")
+        out, perms = [], {}
+        for g in range(start, start + count):
+            epoch, pos = divmod(g, n)
+            if epoch not in perms:
+                rng = np.random.default_rng([seed, epoch])
+                perms[epoch] = rng.permutation(n)
+            out.append(int(perms[epoch][pos]))
+        return out
+
+    def batch(self, step: int, batch_size: int, seq_len: int, seed: int, part: slice | None = None):
+        """Inputs and next-token targets [b, seq_len] for optimizer step ``step`` (``part`` selects
+        the micro-batch / process share of the global batch)."""
+        idx = self.sample_indices(step * batch_size, batch_size, seq_len, seed)
+        if part is not None:
+            idx = idx[part]
+        w = torch.from_numpy(np.stack([self.window(i, seq_len) for i in idx]))
+        return w[:, :-1], w[:, 1:]
+
+    def eval_windows(self, seq_len: int, max_tokens: int = 0):
+        """Non-overlapping windows in order (the paper's perplexity protocol), up to ``max_tokens`` predicted tokens."""
+        n = self.n_windows(seq_len)
+        if max_tokens:
+            n = min(n, math.ceil(max_tokens / seq_len))
+        for i in range(n):
+            w = torch.from_numpy(self.window(i, seq_len))
+            yield w[:-1], w[1:]

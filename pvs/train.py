@@ -1,0 +1,223 @@
+"""The training loop shared by parent pretraining, retraining of pruned models and scratch baselines.
+
+The paper's recipe (AdamW 0.9/0.95, eps 1e-8, weight decay 0.1, clip 1.0, 5% linear warmup,
+cosine to 0.1x peak) on a token budget turned into optimizer steps; fp32 on CPU, bf16 autocast
+on GPU; runs under `accelerate launch` on several processes unchanged (DDP). A run writes
+resumable checkpoints every ``checkpoint_every`` steps: a killed run restarted with the same
+arguments continues from its last checkpoint and ends with the same weights as an
+uninterrupted one. ``masks`` keeps sparse models sparse (pruned weights and their gradients are
+zeroed every step, so the N:M pattern survives training).
+
+    record = train(model, TokenStream(".../pretrain.bin"), cfg.train, tokens=400_000, out_dir="runs/x")
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pvs.config import TrainConfig, to_dict
+from pvs.errors import check
+from pvs.records import atomic_write_json, read_json, write_record
+from pvs.tokens import TokenStream
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> bf16 autocast on a GPU, fp32 on CPU (bf16 is ~8x slower on CPUs without bf16 units)."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() else "fp32"
+    return precision
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup from 0 over warmup_frac of the steps, then cosine decay to min_lr_frac * lr."""
+    warmup = round(cfg.warmup_frac * total_steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * cosine)
+
+
+def steps_for(tokens: int, cfg: TrainConfig) -> int:
+    """Optimizer steps for a token budget (rounded up to whole steps; the record says the exact tokens)."""
+    check(tokens > 0, f"token budget {tokens} must be positive")
+    return math.ceil(tokens / (cfg.batch_size * cfg.seq_len))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (embeddings and linears), none on norms and biases."""
+    seen, decay, no_decay = set(), [], []
+    for p in model.parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def _mask_pairs(model: torch.nn.Module, masks: dict | None) -> list:
+    if not masks:
+        return []
+    params = dict(model.named_parameters())
+    missing = sorted(set(masks) - set(params))
+    check(not missing, f"sparse masks name parameters the model does not have: {missing[:3]}")
+    return [(params[n], m.to(params[n].device, dtype=params[n].dtype)) for n, m in masks.items()]
+
+
+def _save_checkpoint(ckpt_dir: Path, step: int, model, optimizer) -> None:
+    """One file per checkpoint, written atomically; only the newest is kept."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"step-{step:08d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp)
+    os.replace(tmp, path)
+    for old in ckpt_dir.glob("step-*.pt"):
+        if old != path:
+            old.unlink()
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = sorted(ckpt_dir.glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens: int, out_dir: str | Path,
+          masks: dict | None = None, desc: str = "train", extra_record: dict | None = None) -> dict:
+    """Train ``model`` on ``tokens`` tokens of ``stream``; write ``out_dir/model`` (save_pretrained),
+    ``out_dir/metrics.jsonl`` and ``out_dir/train.json``. A finished run is not redone: its record is returned."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    record_path = out_dir / "train.json"
+    if record_path.is_file():
+        return read_json(record_path)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    precision = resolve_precision(cfg.precision)
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
+    world, rank = acc.num_processes, acc.process_index
+    micro = cfg.micro_batch_size or cfg.batch_size // world
+    per_proc = cfg.batch_size // world
+    check(cfg.batch_size % world == 0 and per_proc % micro == 0,
+          f"train.batch_size={cfg.batch_size} must split evenly over {world} processes in micro-batches of {micro}")
+    n_micro = per_proc // micro
+    total_steps = steps_for(tokens, cfg)
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    epochs = stream.epochs(total_steps * tokens_per_step, cfg.seq_len)
+    if epochs > 1 and acc.is_main_process:
+        warnings.warn(f"{desc}: a budget of {total_steps * tokens_per_step:,} tokens repeats "
+                      f"{stream.path.name} ({len(stream):,} tokens) for {epochs:.2f} epochs", stacklevel=2)
+
+    optimizer = make_optimizer(model, cfg)
+    ckpt_dir = out_dir / "checkpoints"
+    start_step = 0
+    latest = _latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = state["step"]
+    pairs = _mask_pairs(model, masks)
+    model, optimizer = acc.prepare(model, optimizer)
+    model.train()
+
+    metrics_path = out_dir / "metrics.jsonl"
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # drop log lines written after the checkpoint we resume from: they will be written again
+        kept = []
+        if metrics_path.is_file():
+            kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start_step]
+        metrics_path.write_text("".join(ln + "\n" for ln in kept))
+
+    t0, t_last, tok_last = time.time(), time.time(), 0
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not acc.is_main_process,
+               mininterval=2.0, dynamic_ncols=True)
+    loss_val = float("nan")
+    for step in range(start_step, total_steps):
+        loss_sum = torch.zeros((), device=acc.device)
+        for k in range(n_micro):
+            lo = rank * per_proc + k * micro
+            x, y = stream.batch(step, cfg.batch_size, cfg.seq_len, cfg.seed, part=slice(lo, lo + micro))
+            x, y = x.to(acc.device), y.to(acc.device)
+            sync = acc.no_sync(model) if k < n_micro - 1 else contextlib.nullcontext()
+            with sync, acc.autocast():
+                logits = model(input_ids=x).logits
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                acc.backward(loss / n_micro)
+            loss_sum += loss.detach() / n_micro
+        for p, m in pairs:  # sparse models: pruned weights get no gradient, so AdamW moments stay zero
+            if p.grad is not None:
+                p.grad.mul_(m)
+        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        lr = lr_at(step, total_steps, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, m in pairs:  # and stay exactly zero (weight decay of 0 is 0, but be explicit)
+                p.mul_(m)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == total_steps:
+            loss_val = acc.reduce(loss_sum, reduction="mean").item()
+            now = time.time()
+            tok_s = (done - start_step) * tokens_per_step / (now - t0) if now > t0 else 0.0
+            if acc.is_main_process:
+                line = {"step": done, "tokens": done * tokens_per_step, "loss": round(loss_val, 5),
+                        "lr": lr, "tokens_per_s": round(tok_s, 1),
+                        "grad_norm": None if grad_norm is None else round(float(grad_norm), 4)}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}")
+        bar.update(1)
+        if done % cfg.checkpoint_every == 0 and done < total_steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                _save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer)
+    bar.close()
+    wall = time.time() - t0
+
+    acc.wait_for_everyone()
+    record = {}
+    if acc.is_main_process:
+        model = acc.unwrap_model(model)
+        save_model(model, out_dir / "model", masks=masks)
+        record = {
+            "stage": desc, "tokens_requested": tokens, "steps": total_steps,
+            "tokens": total_steps * tokens_per_step, "epochs": round(epochs, 4),
+            "data": {"shard": str(stream.path), "tokens": len(stream), "sha256": stream.meta.get("sha256")},
+            "train_config": to_dict(cfg), "precision": precision, "processes": world,
+            "final_loss": loss_val, "wall_s": round(wall, 1), "resumed_from_step": start_step,
+            "sparse": bool(masks), **(extra_record or {}),
+        }
+        write_record(record_path, record)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    acc.wait_for_everyone()
+    return read_json(record_path)
+
+
+def save_model(model: torch.nn.Module, path: str | Path, masks: dict | None = None) -> None:
+    """save_pretrained into a temp dir, then rename: a model directory is complete or absent."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if masks:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous().to(torch.bool) for k, v in masks.items()}, str(tmp / "sparse_masks.safetensors"))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
