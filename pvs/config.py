@@ -34,7 +34,8 @@ class DataConfig:
     dclm_dataset: str = "mlfoundations/dclm-baseline-1.0"
     """Hugging Face dataset id read when source='dclm'."""
     max_docs: int = 0
-    """Use only the first N documents of the corpus (0 = all); small tiers use this to stay fast."""
+    """Use a deterministic subset of N documents, spread over sources in proportion with at least two
+    per source (0 = all); small tiers use this to stay fast."""
     split_seed: int = 0
     """Seed of the document-level split into pretrain / retrain / calib / valid."""
     retrain_frac: float = 0.25
@@ -124,6 +125,45 @@ class BudgetConfig:
 
 
 @dataclass
+class StudyConfig:
+    """Which experiments of the paper run, and at what size (see pvs.study and notebooks/)."""
+
+    methods: list[str] = field(default_factory=lambda: [
+        "minitron-depth", "shortgpt", "minitron-width", "flap", "sheared-llama",
+        "sparsegpt", "sparsegpt-2:4", "wanda", "wanda-2:4", "magnitude"])
+    """Pruning variants compared at ratio 0.5 (experiment equal_tokens: P-R_N vs S_N vs S_{P+N})."""
+    ratio: float = 0.5
+    """The main pruning ratio (fraction of the parent's non-embedding parameters removed)."""
+    scaling_methods: list[str] = field(default_factory=lambda: ["minitron-depth", "minitron-width", "flap"])
+    """Variants of the token-scaling experiment."""
+    scaling_fracs: list[float] = field(default_factory=lambda: [0.05, 0.15, 0.25, 1.25, 2.5])
+    """Retraining budgets as fractions of P (the paper: 10/30/50/250/500B with P=200B)."""
+    sweep_methods: list[str] = field(default_factory=lambda: ["minitron-depth", "minitron-width", "sparsegpt"])
+    """Variants of the pruning-ratio sweep."""
+    sweep_ratios: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8])
+    """Ratios of the sweep (structured targets from the shape search, pvs.prune.shapes)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of every training arm (data order, and init for scratch arms)."""
+    headline_method: str = "minitron-depth"
+    """The headline comparison (P-R_N vs S_N) that runs with headline_seeds for an uncertainty estimate."""
+    headline_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    calib_samples: int = 64
+    """Calibration sequences drawn from the calib split (shared by every method)."""
+    calib_seq_len: int = 256
+    """Tokens per calibration sequence."""
+    sheared_tokens_frac: float = 0.1
+    """Sheared LLaMA's mask-learning budget as a fraction of N (the paper's 0.4B vs 50B)."""
+    downstream_limit: int = 100
+    """Documents per downstream task (a fixed seeded subset; 0 = full validation sets)."""
+    downstream_tasks: list[str] = field(default_factory=lambda: [
+        "winogrande", "arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq", "boolq", "openbookqa"])
+    released_parent: str = ""
+    """A released parent to compare with our own (e.g. 'smollm2-135m'); '' = skip (too slow for the tier)."""
+    workers: int = 1
+    """Training arms run in parallel processes (each with train.threads threads)."""
+
+
+@dataclass
 class RunConfig:
     """Everything that determines a run's result."""
 
@@ -135,6 +175,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 # ---------------------------------------------------------------- generic machinery
@@ -260,6 +301,6 @@ def apply_overrides(cfg: Any, overrides: list[str] | None = None, yaml_file: str
 
 
 __all__ = [
-    "DataConfig", "TrainConfig", "EvalConfig", "BudgetConfig", "RunConfig", "ModelShape",
+    "DataConfig", "TrainConfig", "EvalConfig", "BudgetConfig", "StudyConfig", "RunConfig", "ModelShape",
     "to_dict", "config_hash", "from_dict", "merge", "apply_overrides", "parse_override", "PvsError",
 ]
