@@ -216,8 +216,8 @@ def save_model(model: torch.nn.Module, path: str | Path, masks: dict | None = No
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     if masks:
-        from safetensors.torch import save_file
-        save_file({k: v.contiguous().to(torch.bool) for k, v in masks.items()}, str(tmp / "sparse_masks.safetensors"))
+        from pvs.prune.masks import save_masks
+        save_masks(masks, tmp)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

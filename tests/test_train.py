@@ -135,7 +135,8 @@ def test_fixed_masks_survive_training_with_their_nm_pattern(tmp_path):
             assert torch.all(p[~masks[name]] == 0), name
             assert (p[masks[name]] != before[name][masks[name]]).float().mean() > 0.9, name
             assert torch.equal((p != 0).view(p.shape[0], -1, 4).sum(-1), torch.full((p.shape[0], p.shape[1] // 4), 2))
-    saved = load_file(tmp_path / "run" / "model" / "sparse_masks.safetensors")
+    from pvs.prune.masks import load_masks
+    saved = load_masks(tmp_path / "run" / "model")
     assert saved.keys() == masks.keys() and all(torch.equal(saved[k], masks[k]) for k in masks)
 
 

@@ -1,0 +1,158 @@
+"""Sparse keep-masks: stored explicitly, applied, checked, and the sparse "scratch" baseline.
+
+A sparse model's masks are a dict {parameter name: bool tensor, True = weight kept}. They are saved next
+to the pruned checkpoint rather than re-derived from its zeros, because a weight can be zero without being
+pruned (and training must keep exactly the pruned ones at zero).
+
+    save_masks(result.masks, run_dir)               # run_dir/sparse_masks.safetensors (atomic)
+    masks = load_masks(run_dir)                     # None when the directory has no masks
+    apply_masks_(model, masks)                      # zero the pruned weights in place
+    check_nm(masks[name], 2, 4)                     # a valid 2:4 pattern?
+    reinit_with_masks(model, masks, seed=42)        # same sparsity pattern, random weights
+
+On disk each mask is bit-packed (8 weights per byte, so an 8B parent's masks take ~0.9 GB, not 7 GB) and
+its shape kept in the safetensors metadata.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+from pvs.errors import PvsError, check
+from pvs.records import atomic_write_bytes
+
+MASKS_FILE = "sparse_masks.safetensors"
+_FORMAT = "pvs-sparse-masks-v1"
+_BITS = torch.arange(8, dtype=torch.uint8)
+
+
+def _pack(mask: torch.Tensor) -> torch.Tensor:
+    flat = mask.detach().reshape(-1).cpu().to(torch.uint8)
+    flat = torch.nn.functional.pad(flat, (0, (-flat.numel()) % 8))
+    return (flat.view(-1, 8) << _BITS).sum(1, dtype=torch.int32).to(torch.uint8)
+
+
+def _unpack(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    numel = 1
+    for s in shape:
+        numel *= s
+    bits = (packed.unsqueeze(1) >> _BITS) & 1
+    return bits.reshape(-1)[:numel].bool().reshape(shape)
+
+
+def _check_masks(masks) -> None:
+    check(isinstance(masks, dict) and all(isinstance(k, str) for k in masks),
+          f"masks must be a dict {{parameter name: bool tensor}}; got {type(masks).__name__}")
+    for name, m in masks.items():
+        check(isinstance(m, torch.Tensor) and m.dtype == torch.bool,
+              f"mask {name!r} is {getattr(m, 'dtype', type(m).__name__)}; masks must be bool tensors (True = kept)")
+
+
+def save_masks(masks: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """Write ``masks`` to ``directory/sparse_masks.safetensors`` atomically; returns the file path."""
+    _check_masks(masks)
+    shapes = {name: list(m.shape) for name, m in masks.items()}
+    data = st_save({name: _pack(m) for name, m in masks.items()},
+                   metadata={"format": _FORMAT, "shapes": json.dumps(shapes)})
+    path = Path(directory) / MASKS_FILE
+    atomic_write_bytes(path, data)
+    return path
+
+
+def load_masks(directory: str | Path) -> dict[str, torch.Tensor] | None:
+    """The masks saved in ``directory`` (CPU bool tensors), or None if it has none."""
+    path = Path(directory) / MASKS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            packed = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PvsError(f"mask file {str(path)!r} is corrupt ({e}); delete it and rerun the pruning stage") from None
+    if meta.get("format") != _FORMAT:
+        raise PvsError(f"mask file {str(path)!r} has format {meta.get('format')!r}; expected {_FORMAT!r}")
+    shapes = json.loads(meta.get("shapes", "{}"))
+    check(set(shapes) == set(packed), f"mask file {str(path)!r} is inconsistent (names vs shapes); delete it "
+                                      f"and rerun the pruning stage")
+    return {name: _unpack(packed[name], shapes[name]) for name in sorted(shapes)}
+
+
+def masks_hash(masks: dict[str, torch.Tensor], n: int = 16) -> str:
+    """Content hash of a set of masks (names, shapes and bits), to key cached results on."""
+    _check_masks(masks)
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        h.update(f"{name}:{list(masks[name].shape)};".encode())
+        h.update(_pack(masks[name]).numpy().tobytes())
+    return h.hexdigest()[:n]
+
+
+def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """Zero every pruned weight of ``model`` in place (masks named as in ``model.named_parameters()``)."""
+    _check_masks(masks)
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        check(name in params, f"mask for {name!r} matches no parameter of the model")
+        p = params[name]
+        check(tuple(p.shape) == tuple(mask.shape),
+              f"mask for {name!r} has shape {tuple(mask.shape)}; the parameter has {tuple(p.shape)}")
+        with torch.no_grad():
+            p.masked_fill_(~mask.to(p.device), 0)
+    return model
+
+
+def check_nm(mask: torch.Tensor, n: int, m: int) -> bool:
+    """True iff every row of the 2-D keep-mask has at least ``n`` pruned entries in each group of ``m``
+    consecutive inputs (the N:M pattern sparse tensor cores accept)."""
+    if mask.dim() != 2 or mask.shape[1] % m != 0:
+        return False
+    pruned = (~mask.bool()).reshape(mask.shape[0], -1, m).sum(-1)
+    return bool((pruned >= n).all())
+
+
+@torch.no_grad()
+def reinit_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], seed: int, std: float = 0.02,
+                      keep_embeddings_and_norms: bool = False) -> nn.Module:
+    """The sparse "scratch" baseline, in place: same masks, random weights.
+
+    Every nn.Linear weight (attention, MLP and the output head when untied) is redrawn from a normal(0, std)
+    truncated at +-2 std, then multiplied by its mask, so the sparsity pattern is kept exactly and the
+    surviving weights are new. Linear biases (none in Llama) are zeroed.
+
+    Decision: by default the input embedding (and a tied head) is redrawn from normal(0, std) and every
+    norm weight reset to 1, so "scratch" is really random. The authors' reinit script re-initialises only
+    nn.Linear modules and keeps the parent's embeddings and RMSNorm weights; keep_embeddings_and_norms=True
+    reproduces that. Draws use a CPU generator seeded with ``seed``, so the result does not depend on the
+    device.
+    """
+    _check_masks(masks)
+    check(std > 0, f"reinit std={std!r} must be > 0")
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    embeddings = {id(mod.weight) for mod in model.modules() if isinstance(mod, nn.Embedding)}
+    done: set[int] = set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) in done:  # a tied weight is drawn once, under its first owner (the embedding)
+                continue
+            done.add(id(p))
+            if id(p) in embeddings or isinstance(module, nn.Embedding):
+                if not keep_embeddings_and_norms:
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+            elif isinstance(module, nn.Linear) and pname == "weight":
+                fresh = torch.empty(p.shape)
+                nn.init.trunc_normal_(fresh, 0.0, std, -2 * std, 2 * std, generator=gen)
+                p.copy_(fresh)
+            elif isinstance(module, nn.Linear) and pname == "bias":
+                p.zero_()
+            elif pname == "weight" and p.dim() == 1 and not keep_embeddings_and_norms:
+                p.fill_(1.0)  # RMSNorm / LayerNorm gain
+            elif pname == "bias" and p.dim() == 1 and not keep_embeddings_and_norms:
+                p.zero_()
+    return apply_masks_(model, masks)
