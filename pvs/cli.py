@@ -4,6 +4,11 @@
     pvs pretrain --tier cpu                 pretrain the parent (P tokens), resumable
     pvs eval     --tier cpu [--run DIR]     validation loss and perplexities (default: the parent)
     pvs baseline --tier cpu                 unigram entropy / unigram loss of the held-out text
+    pvs prune    --tier cpu --method wanda-2:4 --ratio 0.5     prune the tier's parent (or --parent DIR|smollm2-135m)
+    pvs train    --tier cpu --method minitron-depth --init pruned|scratch --tokens N   one arm of the study
+    pvs downstream --tier cpu --run DIR [--limit N]            the eight zero-shot tasks through lm-eval
+    pvs study    --tier cpu [--experiment NAME] [--figures-only] the experiments as papermill notebooks
+    pvs plan     --tier paper               every run of the study with steps, tokens, FLOPs, GPU-hours
     pvs show     --tier cpu                 print the resolved config
 
 Every verb takes --tier NAME, --config FILE.yaml and --set section.field=value (repeatable).
@@ -94,6 +99,63 @@ def cmd_baseline(args) -> None:
                       "uniform_loss": __import__("math").log(v)}, indent=2))
 
 
+def cmd_prune(args) -> None:
+    from pvs.prune.run import prune_to_dir
+    from pvs.stages import prepare_data
+    from pvs import study
+    cfg = resolve_config(args)
+    if args.parent:
+        from pvs.config import merge
+        cfg = merge(cfg, {"study": {"released_parent": args.parent}})
+    data = prepare_data(cfg)
+    if args.out:
+        parent = study.load_parent_model(cfg, data)
+        rec = prune_to_dir(parent, args.method, args.ratio, study.calib_tokens(cfg, data), args.out)
+        out = Path(args.out)
+    else:
+        out = study.prune(cfg, data, args.method, args.ratio)
+        rec = json.loads((out / "prune.json").read_text())
+    print(f"{args.method} at ratio {args.ratio}: achieved {rec['achieved_ratio']:.4f} of non-embedding parameters "
+          f"removed; {rec['params']['total']:,} params ({rec['params']['nonzero']:,} nonzero); {rec['wall_s']} s, "
+          f"peak memory +{rec['peak_memory_mb']} MB -> {out}")
+
+
+def cmd_train(args) -> None:
+    from pvs import study
+    from pvs.stages import prepare_data
+    cfg = resolve_config(args)
+    tokens = int(float(args.tokens)) if args.tokens else cfg.budget.retrain_tokens
+    arm = study.Arm(args.init, args.method, args.ratio, tokens, "N", args.seed)
+    run = study.run_arm(cfg, arm)
+    rec = json.loads((run / "train.json").read_text())
+    print(f"{args.init} {args.method} r{args.ratio}: {rec['tokens']:,} tokens, final train loss {rec['final_loss']:.4f}"
+          f" -> {run}")
+    _print_eval(json.loads((run / "eval.json").read_text()))
+
+
+def cmd_downstream(args) -> None:
+    from pvs.downstream import evaluate_downstream, summary_table
+    from pvs.stages import parent_dir
+    cfg = resolve_config(args)
+    run = Path(args.run) if args.run else parent_dir(cfg, args.runs and Path(args.runs))
+    model_dir = run / "model" if (run / "model").is_dir() else run
+    limit = args.limit if args.limit is not None else (cfg.study.downstream_limit or None)
+    rec = evaluate_downstream(str(model_dir), limit=limit, tasks=args.tasks or cfg.study.downstream_tasks)
+    print(summary_table(rec))
+
+
+def cmd_study(args) -> None:
+    from pvs.notebooks import run_study
+    cfg = resolve_config(args)
+    run_study(cfg, args.tier, experiments=args.experiment or None, figures_only=args.figures_only,
+              overrides=args.overrides, config_file=args.config)
+
+
+def cmd_plan(args) -> None:
+    from pvs.plan import format_plan
+    print(format_plan(resolve_config(args), gpu=args.gpu, mfu=args.mfu, rounding=args.rounding))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvs", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,12 +164,39 @@ def build_parser() -> argparse.ArgumentParser:
                                ("data", cmd_data, "build corpus, tokenizer and token shards"),
                                ("pretrain", cmd_pretrain, "pretrain the parent"),
                                ("eval", cmd_eval, "validation loss and perplexities of a run"),
-                               ("baseline", cmd_baseline, "unigram baselines of the held-out text")]:
+                               ("baseline", cmd_baseline, "unigram baselines of the held-out text"),
+                               ("prune", cmd_prune, "prune the parent with one method"),
+                               ("train", cmd_train, "train and evaluate one arm (pruned or scratch)"),
+                               ("downstream", cmd_downstream, "zero-shot tasks through lm-eval"),
+                               ("study", cmd_study, "run the experiment notebooks and the figures"),
+                               ("plan", cmd_plan, "dry-run plan of every run with its cost")]:
         p = sub.add_parser(name, help=helptext)
         _common(p)
         p.set_defaults(fn=fn)
         if name == "pretrain":
             p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+        if name in ("prune", "train"):
+            p.add_argument("--method", required=True, help="e.g. minitron-depth, flap, sparsegpt-2:4 (see pvs/prune)")
+            p.add_argument("--ratio", type=float, default=0.5, help="fraction of non-embedding params removed")
+        if name == "prune":
+            p.add_argument("--parent", default=None, help="a released parent (smollm2-135m), a model dir or a hub id")
+            p.add_argument("--out", default=None, help="output directory (default: runs/<tier>/pruned/...)")
+        if name == "train":
+            p.add_argument("--init", choices=["pruned", "scratch"], default="pruned")
+            p.add_argument("--tokens", default=None, help="training tokens (default: budget.retrain_tokens)")
+            p.add_argument("--seed", type=int, default=0)
+        if name == "downstream":
+            p.add_argument("--run", default=None, help="run directory or model directory (default: the parent)")
+            p.add_argument("--limit", type=int, default=None, help="documents per task (default: the tier's)")
+            p.add_argument("--tasks", nargs="*", default=None, help="task names (default: the paper's eight)")
+        if name == "study":
+            p.add_argument("--experiment", action="append", default=[], help="run only this experiment (repeatable)")
+            p.add_argument("--figures-only", action="store_true", help="re-render tables and figures from metrics")
+        if name == "plan":
+            p.add_argument("--gpu", default="H100", help="GPU to estimate hours for (H100, H200, A100)")
+            p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
+            p.add_argument("--rounding", choices=["exact", "authors"], default="exact",
+                           help="token->step rounding: exact, or the authors' 4M tokens per step")
         if name == "eval":
             p.add_argument("--run", default=None, help="run directory holding model/ (default: the tier's parent)")
             p.add_argument("--overwrite", action="store_true", help="recompute an existing eval.json")

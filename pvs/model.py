@@ -54,10 +54,12 @@ class ModelShape:
         check(self.n_heads % self.n_kv_heads == 0,
               f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}; "
               f"allowed: n_kv_heads dividing n_heads (e.g. {_divisors(self.n_heads)})")
-        if self.head_dim == 0:
-            check(self.hidden % self.n_heads == 0,
-                  f"model.hidden={self.hidden} is not n_heads({self.n_heads}) x head_dim: with head_dim=0 "
-                  f"hidden must be divisible by n_heads, or set model.head_dim explicitly")
+        # transformers' LlamaConfig requires hidden % n_heads == 0 even with an explicit head_dim;
+        # with head_dim=0 the head width is derived from it, so hidden must equal n_heads x head_dim
+        check(self.hidden % self.n_heads == 0,
+              f"model.hidden={self.hidden} is not a multiple of n_heads={self.n_heads} "
+              f"(n_heads x head_dim{'' if self.head_dim else ' = hidden'} is required by Llama configs); "
+              f"allowed: hidden in {[self.n_heads * k for k in range(max(1, self.hidden // self.n_heads - 1), self.hidden // self.n_heads + 3)]}")
 
     @property
     def attn_head_dim(self) -> int:
@@ -117,6 +119,8 @@ def shape_of(config) -> ModelShape:
     """The ModelShape of a uniform Llama config (or model)."""
     config = getattr(config, "config", config)
     require_llama(config, "model")
+    if getattr(config, "model_type", None) == "pvs_llama":
+        raise PvsError("this model has per-layer widths (pvs_llama); it has no single ModelShape")
     rope = getattr(config, "rope_parameters", None) or {}
     return ModelShape(
         n_layers=config.num_hidden_layers,

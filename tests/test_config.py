@@ -61,9 +61,11 @@ def test_bad_overrides_name_the_value_and_what_is_allowed(override, message):
 
 
 def test_hidden_must_match_heads_times_head_dim_when_head_dim_is_derived():
-    with pytest.raises(PvsError, match=r"hidden=130 is not n_heads\(8\) x head_dim"):
+    with pytest.raises(PvsError, match=r"hidden=130 is not a multiple of n_heads=8 \(n_heads x head_dim = hidden"):
         ModelShape(hidden=130, n_heads=8, head_dim=0).validate()
-    ModelShape(hidden=130, n_heads=8, head_dim=16).validate()              # explicit head_dim: allowed (pruned widths)
+    with pytest.raises(PvsError, match=r"hidden=130 is not a multiple of n_heads=8"):
+        ModelShape(hidden=130, n_heads=8, head_dim=16).validate()
+    ModelShape(hidden=96, n_heads=8, head_dim=16).validate()               # explicit head_dim: hidden may differ
 
 
 def test_unknown_tier():

@@ -1,0 +1,61 @@
+"""Run the study's notebooks with papermill: one parameterized notebook per experiment, then the
+final notebook that renders every table and figure from the cached metrics.
+
+    run_study(cfg, "cpu")                           # all experiments of the tier, then the figures
+    run_study(cfg, "cpu", figures_only=True)        # re-render from figures/cpu/metrics/*.json only
+
+Executed notebooks are written to runs/<tier>/notebooks/ for inspection.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pvs.errors import PvsError, check
+from pvs.records import REPO_ROOT
+from pvs.study import EXPERIMENTS
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+EXPERIMENT_NOTEBOOKS = {
+    "equal_tokens": "01_equal_tokens.ipynb",
+    "token_scaling": "02_token_scaling.ipynb",
+    "ratio_sweep": "03_ratio_sweep.ipynb",
+    "released_parent": "04_released_parent.ipynb",
+}
+FIGURES_NOTEBOOK = "99_figures.ipynb"
+
+
+def execute(notebook: str, out: Path, parameters: dict) -> float:
+    """Execute one notebook headless (kernel python3 of this environment); return its wall time."""
+    import papermill as pm
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(NOTEBOOKS / notebook), str(out), parameters=parameters, kernel_name="python3",
+                            progress_bar=False, log_output=True, cwd=str(REPO_ROOT))
+    except pm.PapermillExecutionError as e:
+        raise PvsError(f"notebook {notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue.splitlines()[0] if e.evalue else ''}"
+                       f" (executed copy: {out})") from None
+    return time.time() - t0
+
+
+def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False,
+              overrides: list[str] | None = None, config_file: str | None = None) -> dict:
+    """Execute the experiment notebooks (unless figures_only) and the figures notebook."""
+    from pvs.stages import RUNS
+    chosen = experiments or list(EXPERIMENTS)
+    for name in chosen:
+        check(name in EXPERIMENT_NOTEBOOKS, f"unknown experiment {name!r}; known: {', '.join(EXPERIMENT_NOTEBOOKS)}")
+    out_dir = RUNS / tier / "notebooks"
+    times = {}
+    if not figures_only:
+        for name in chosen:
+            nb = EXPERIMENT_NOTEBOOKS[name]
+            print(f"== notebook {nb} ({name})", flush=True)
+            times[name] = execute(nb, out_dir / nb, {"tier": tier, "overrides": list(overrides or []),
+                                                      "config_file": config_file, "experiment": name})
+            print(f"   done in {times[name]:.0f} s -> {out_dir / nb}", flush=True)
+    print(f"== notebook {FIGURES_NOTEBOOK} (tables and figures from figures/{tier}/metrics)", flush=True)
+    times["figures"] = execute(FIGURES_NOTEBOOK, out_dir / FIGURES_NOTEBOOK, {"tier": tier})
+    print(f"   done in {times['figures']:.0f} s -> figures/{tier}/", flush=True)
+    return times

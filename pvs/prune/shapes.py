@@ -1,0 +1,280 @@
+"""From a pruning ratio to a target architecture: the shape every structured method prunes to, and the
+architecture a from-scratch baseline trains at the same size.
+
+The ratio is the fraction of the parent's NON-EMBEDDING parameters removed, so the target keeps about
+(1 - ratio) x the parent's non-embedding parameters.
+
+- depth: keep ``round(L * (1 - ratio))`` layers (at least 1, fewer than L). A layer's non-embedding
+  parameters are the same in every layer, so the achieved ratio is within half a layer of the request:
+  ``|achieved - ratio| <= 1 / (2L)`` (the final norm shifts it by a hair more).
+- width: ``candidate_shapes`` enumerates shapes with the parent's depth and head_dim, hidden a multiple of
+  ``hidden_step`` (head_dim for parents with hidden >= 2048, else 8) and divisible by the head count (so
+  the stock Llama config, and thus a from-scratch twin, can hold it), FFN a multiple of ``ffn_step`` (32
+  for FFN >= 1024, else 8), and with ``prune_heads`` also fewer query/KV heads (GQA kept: heads a multiple
+  of KV heads, at most the parent's group size). For each (hidden, heads) the FFN width that lands nearest
+  the target is taken, and the shape is a candidate if its non-embedding count is within ``tolerance``
+  (default 2 %) of (1 - ratio) x the parent's.
+
+Choosing among candidates:
+- ``target_shape`` (parameter count only, no model): the most BALANCED shrink: the smallest spread between
+  the log shrink factors of the pruned dimensions (hidden and FFN; heads too with ``prune_heads``), then the
+  nearest parameter count. Our rule, stated here because the paper's own rule is not available.
+- ``search_shape`` (with a model and calibration tokens): among up to ``max_candidates`` candidates spread
+  over the hidden-width range (always including the balanced one), the one with the lowest calibration LM
+  loss right after one-shot pruning: minitron-width for width (importance computed once, then each
+  candidate cut from it), minitron-depth for depth. This is pvs's stand-in for the paper's architecture
+  search tables ``tab:nas-*``, whose contents and criterion are not available to us.
+
+``build_table`` writes ``pvs/prune/shapes/<parent>.json`` (ratios 0.5-0.8, depth and width: chosen shape,
+parameter counts, achieved ratio, criterion); ``table_shape(parent, ratio, kind)`` reads it back.
+
+    shape = target_shape(ModelShape(32, 4096, 32, 8, 128, 14336, 128256), 0.5, "width")
+    build_table("llama3.1-8b", parent_shape)                     # parameter-count criterion
+    build_table("tiny-parent", shape_of(model), model, calib)    # calibration-loss criterion
+    table_shape("llama3.1-8b", 0.6, "depth")
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+from pvs.errors import PvsError, check
+from pvs.model import ModelShape, replace, shape_param_counts
+from pvs.prune.registry import check_ratio
+
+KINDS = ("depth", "width")
+RATIOS = (0.5, 0.6, 0.7, 0.8)
+DEFAULT_TOLERANCE = 0.02
+TABLE_DIR = Path(__file__).resolve().parent / "shapes"
+PARAMS_CRITERION = "params: non-embedding count within tolerance of (1-ratio) x parent; most balanced shrink"
+LOSS_CRITERION = "calib_loss: lowest calibration LM loss after one-shot pruning among candidates"
+
+
+def non_embedding(shape: ModelShape) -> int:
+    return shape_param_counts(shape)["non_embedding"]
+
+
+def achieved_ratio(parent: ModelShape, shape: ModelShape) -> float:
+    return 1.0 - non_embedding(shape) / non_embedding(parent)
+
+
+def depth_tolerance(parent: ModelShape) -> float:
+    """How far a depth target's achieved ratio may be from the request: half a layer, plus the final norm."""
+    return 0.5 / parent.n_layers + parent.hidden / non_embedding(parent)
+
+
+def _check_kind(kind: str) -> None:
+    check(kind in KINDS, f"shape kind {kind!r}; allowed: {', '.join(KINDS)}")
+
+
+def check_reachable(parent: ModelShape, target: ModelShape) -> None:
+    """PvsError unless pruning ``parent`` can produce ``target`` (no dimension grows, head_dim and vocab equal,
+    valid GQA, and something is removed)."""
+    target.validate()
+    for name in ("n_layers", "hidden", "n_heads", "n_kv_heads", "ffn"):
+        got, limit = getattr(target, name), getattr(parent, name)
+        check(got <= limit, f"target {name}={got} exceeds the parent's {limit}; pruning cannot grow a model "
+                            f"(allowed: 1..{limit})")
+    check(target.attn_head_dim == parent.attn_head_dim,
+          f"target head_dim={target.attn_head_dim}; structured pruning keeps the parent's {parent.attn_head_dim}")
+    check(target.vocab == parent.vocab, f"target vocab={target.vocab}; pruning keeps the parent's {parent.vocab}")
+    check(target.n_heads // target.n_kv_heads <= parent.n_heads // parent.n_kv_heads,
+          f"target has {target.n_heads // target.n_kv_heads} query heads per KV head; the parent has only "
+          f"{parent.n_heads // parent.n_kv_heads}")
+    check(non_embedding(target) < non_embedding(parent), "target shape equals the parent; nothing to prune")
+
+
+def _entry(parent: ModelShape, shape: ModelShape, **extra) -> dict:
+    counts = shape_param_counts(shape)
+    return {"shape": shape, "non_embedding": counts["non_embedding"], "total": counts["total"],
+            "achieved_ratio": achieved_ratio(parent, shape), **extra}
+
+
+def depth_target(parent: ModelShape, ratio: float) -> ModelShape:
+    check_ratio(ratio)
+    keep = max(1, round(parent.n_layers * (1 - ratio)))
+    check(keep < parent.n_layers,
+          f"ratio={ratio} removes no whole layer of a {parent.n_layers}-layer parent; depth pruning needs "
+          f"ratio >= {0.5 / parent.n_layers:.3f}")
+    return replace(parent, n_layers=keep)
+
+
+def _default_steps(parent: ModelShape) -> tuple[int, int]:
+    hidden_step = parent.attn_head_dim if parent.hidden >= 2048 else 8
+    ffn_step = 32 if parent.ffn >= 1024 else 8
+    return hidden_step, ffn_step
+
+
+def candidate_shapes(parent: ModelShape, ratio: float, kind: str = "width", tolerance: float = DEFAULT_TOLERANCE,
+                     prune_heads: bool = False, hidden_step: int | None = None,
+                     ffn_step: int | None = None) -> list[dict]:
+    """Shapes at ``ratio`` (see the module docstring), best first by the parameter-count rule. Each entry:
+    shape, non_embedding, total, achieved_ratio, balance (spread of log shrink factors; 0 = even)."""
+    check_ratio(ratio)
+    _check_kind(kind)
+    parent.validate()
+    if kind == "depth":
+        return [_entry(parent, depth_target(parent, ratio), balance=0.0)]
+    check(0 < tolerance < 1, f"tolerance={tolerance!r} must be in (0, 1) (relative to the target parameter count)")
+    d_step, f_step = _default_steps(parent)
+    hidden_step, ffn_step = hidden_step or d_step, ffn_step or f_step
+    check(hidden_step > 0 and ffn_step > 0, f"hidden_step={hidden_step}, ffn_step={ffn_step} must be positive")
+    hd, L = parent.attn_head_dim, parent.n_layers
+    target = (1 - ratio) * non_embedding(parent)
+    rep = parent.n_heads // parent.n_kv_heads
+    head_options = ([(kv * r, kv) for kv in range(1, parent.n_kv_heads + 1) for r in range(1, rep + 1)]
+                    if prune_heads else [(parent.n_heads, parent.n_kv_heads)])
+    out = []
+    for heads, kv in head_options:
+        for hidden in range(hidden_step, parent.hidden + 1, hidden_step):
+            if hidden % heads:
+                continue
+            fixed = L * (hidden * hd * 2 * (heads + kv) + 2 * hidden) + hidden
+            f_exact = (target - fixed) / (3 * hidden * L)
+            f = min(parent.ffn // ffn_step * ffn_step, max(ffn_step, round(f_exact / ffn_step) * ffn_step))
+            if f > parent.ffn:
+                continue
+            shape = replace(parent, hidden=hidden, ffn=f, n_heads=heads, n_kv_heads=kv, head_dim=hd)
+            n = non_embedding(shape)
+            if abs(n - target) > tolerance * target or shape == parent:
+                continue
+            factors = [hidden / parent.hidden, f / parent.ffn] + ([heads / parent.n_heads] if prune_heads else [])
+            logs = [math.log(x) for x in factors]
+            out.append(_entry(parent, shape, balance=max(logs) - min(logs)))
+    out.sort(key=lambda e: (round(e["balance"], 9), abs(e["non_embedding"] - target), -e["shape"].hidden))
+    return out
+
+
+def target_shape(parent: ModelShape, ratio: float, kind: str, tolerance: float = DEFAULT_TOLERANCE,
+                 prune_heads: bool = False, **steps) -> ModelShape:
+    """The shape ``parent`` prunes to at ``ratio`` by the parameter-count rule (PvsError if none fits)."""
+    cands = candidate_shapes(parent, ratio, kind, tolerance, prune_heads, **steps)
+    if not cands:
+        raise PvsError(f"no {kind} shape of parent {_shape_str(parent)} keeps {1 - ratio:.3f} of its non-embedding "
+                       f"parameters within tolerance={tolerance}; allowed: a larger tolerance, smaller "
+                       f"hidden_step/ffn_step, or prune_heads=True")
+    return cands[0]["shape"]
+
+
+def _spread(cands: list[dict], k: int) -> list[dict]:
+    """Up to k candidates spread evenly over the hidden-width range, always including cands[0]."""
+    if len(cands) <= k:
+        return list(cands)
+    by_hidden = sorted(cands, key=lambda e: (e["shape"].hidden, e["shape"].n_heads))
+    picks = {id(cands[0]): cands[0]}
+    for j in range(k - 1):
+        e = by_hidden[round(j * (len(by_hidden) - 1) / max(k - 2, 1))]
+        picks.setdefault(id(e), e)
+    return list(picks.values())
+
+
+def search_shape(model, calib, ratio: float, kind: str, tolerance: float = DEFAULT_TOLERANCE,
+                 max_candidates: int = 5, prune_heads: bool = False, batch_size: int = 8,
+                 **steps) -> tuple[ModelShape, dict]:
+    """The candidate with the lowest calibration LM loss after one-shot pruning; returns (shape, info) with
+    every evaluated candidate's loss."""
+    from pvs.model import shape_of
+    from pvs.prune.depth import calibration_loss, minitron_depth_scores
+    from pvs.prune.width import activation_importance, prune_to_shape
+
+    check(isinstance(max_candidates, int) and max_candidates >= 1,
+          f"max_candidates={max_candidates!r} must be a positive integer")
+    check(model.config.model_type == "llama",
+          f"search_shape needs a uniform Llama parent; got model_type={model.config.model_type!r}")
+    parent = shape_of(model)
+    cands = candidate_shapes(parent, ratio, kind, tolerance, prune_heads, **steps)
+    if not cands:
+        target_shape(parent, ratio, kind, tolerance, prune_heads, **steps)  # raises with the explanation
+    evaluated = []
+    if kind == "depth":
+        for e in cands:
+            k = parent.n_layers - e["shape"].n_layers
+            start, losses = minitron_depth_scores(model, calib, k, batch_size)
+            evaluated.append(dict(e, loss=min(losses), removed_start=start))
+    else:
+        scores = activation_importance(model, calib, batch_size=batch_size, heads=prune_heads)
+        for e in _spread(cands, max_candidates):
+            pruned = prune_to_shape(model, scores, e["shape"])
+            evaluated.append(dict(e, loss=calibration_loss(pruned, calib, batch_size)))
+            del pruned
+    best = min(evaluated, key=lambda e: e["loss"])
+    info = {"criterion": LOSS_CRITERION, "n_candidates": len(cands),
+            "evaluated": [_jsonable(e) for e in evaluated]}
+    return best["shape"], info
+
+
+def _shape_str(s: ModelShape) -> str:
+    return (f"(layers={s.n_layers}, hidden={s.hidden}, heads={s.n_heads}, kv_heads={s.n_kv_heads}, "
+            f"head_dim={s.attn_head_dim}, ffn={s.ffn})")
+
+
+def shape_dict(s: ModelShape) -> dict:
+    return dict(dataclasses.asdict(s), head_dim=s.attn_head_dim)
+
+
+def _jsonable(e: dict) -> dict:
+    return {k: (shape_dict(v) if isinstance(v, ModelShape) else v) for k, v in e.items()}
+
+
+def _table_path(parent_name: str, table_dir: str | Path | None) -> Path:
+    check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", parent_name or "")),
+          f"parent name {parent_name!r} must be letters, digits, '.', '_' or '-' (it names a file)")
+    return Path(table_dir or TABLE_DIR) / f"{parent_name}.json"
+
+
+def build_table(parent_name: str, parent: ModelShape, model=None, calib=None, ratios=RATIOS, kinds=KINDS,
+                tolerance: float = DEFAULT_TOLERANCE, prune_heads: bool = False, table_dir=None,
+                write: bool = True, **search_options) -> dict:
+    """The target-shape table of one parent: parameter-count rule without ``model``; calibration-loss search
+    (``search_shape``) with ``model`` and ``calib``. Written to ``<table_dir>/<parent_name>.json``."""
+    check((model is None) == (calib is None), "build_table needs both model and calib for the loss criterion, "
+                                              "or neither for the parameter-count criterion")
+    path = _table_path(parent_name, table_dir)
+    entries = []
+    for kind in kinds:
+        _check_kind(kind)
+        for ratio in ratios:
+            if model is None:
+                cands = candidate_shapes(parent, ratio, kind, tolerance, prune_heads)
+                shape = target_shape(parent, ratio, kind, tolerance, prune_heads)
+                extra = {"criterion": "params", "n_candidates": len(cands)}
+            else:
+                shape, info = search_shape(model, calib, ratio, kind, tolerance, prune_heads=prune_heads,
+                                           **search_options)
+                extra = {"criterion": "calib_loss", "n_candidates": info["n_candidates"],
+                         "evaluated": info["evaluated"]}
+            entries.append({"ratio": ratio, "kind": kind, **_jsonable(_entry(parent, shape)), **extra})
+    table = {"parent": parent_name, "parent_shape": shape_dict(parent),
+             "parent_non_embedding": non_embedding(parent),
+             "parent_total": shape_param_counts(parent)["total"],
+             "ratio_definition": "fraction of the parent's non-embedding parameters removed",
+             "tolerance": {"width": tolerance, "depth": "half a layer: |achieved - ratio| <= 1/(2 n_layers)"},
+             "criterion": PARAMS_CRITERION if model is None else LOSS_CRITERION,
+             "prune_heads": prune_heads, "generated_by": "pvs.prune.shapes.build_table", "entries": entries}
+    if write:
+        from pvs.records import atomic_write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, table)
+    return table
+
+
+def table_shape(parent_name: str, ratio: float, kind: str, table_dir=None) -> ModelShape:
+    """The target shape recorded for ``parent_name`` at ``ratio`` and ``kind`` (PvsError if absent)."""
+    from pvs.records import read_json
+
+    _check_kind(kind)
+    path = _table_path(parent_name, table_dir)
+    known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
+    check(path.is_file(), f"no shape table for parent {parent_name!r}; known: {', '.join(known) or '(none)'} "
+                          f"(write one with pvs.prune.shapes.build_table)")
+    table = read_json(path)
+    for e in table["entries"]:
+        if e["kind"] == kind and abs(e["ratio"] - ratio) < 1e-9:
+            shape = ModelShape(**e["shape"])
+            shape.validate()
+            return shape
+    have = sorted({e["ratio"] for e in table["entries"] if e["kind"] == kind})
+    raise PvsError(f"shape table {parent_name!r} has no {kind} entry for ratio={ratio}; allowed: {have}")

@@ -1,0 +1,316 @@
+"""The paper's experiments as grids of cached runs ("arms"), and their metrics as table rows.
+
+An arm is one trained model: a pruned parent retrained on N tokens (P-R_N, the retrain split) or
+the same architecture from random init (S_N or S_{P+N}, the pretrain split, as the paper's
+scratch runs read the pretraining data). Sparse scratch arms keep the pruned mask and redraw the
+surviving weights (pvs.prune.masks.reinit_with_masks). Every directory is named by a hash of
+everything it depends on, so scratch arms of methods that reach the same architecture are
+shared, a rerun skips finished arms, and a changed setting re-runs only what depends on it.
+
+    rows = run_experiment("equal_tokens", cfg)        # also writes figures/<tier>/metrics/equal_tokens.json
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from pvs.config import RunConfig, config_hash, from_dict, to_dict
+from pvs.errors import PvsError, check
+from pvs.records import REPO_ROOT, atomic_write_json, code_version, read_json
+from pvs import stages
+
+EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent")
+FIGURES = Path(REPO_ROOT / "figures")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training run of the study."""
+
+    init: str
+    """'pruned' (P-R) or 'scratch' (S)."""
+    variant: str
+    """Pruning variant whose architecture (and mask) the arm uses, e.g. 'wanda-2:4'."""
+    ratio: float
+    tokens: int
+    """Training tokens of this arm."""
+    budget: str
+    """Which comparison it serves: 'N' (equal training tokens), 'P+N' (equal total), or 'xN' (scaling)."""
+    seed: int = 0
+
+
+def metrics_dir(cfg: RunConfig) -> Path:
+    return FIGURES / cfg.tier / "metrics"
+
+
+# ------------------------------------------------------------------ pruning
+
+
+def calib_tokens(cfg: RunConfig, data: stages.DataHandle) -> torch.Tensor:
+    """study.calib_samples windows of study.calib_seq_len tokens from the calib split (seeded)."""
+    from pvs.tokens import TokenStream
+    stream = TokenStream(data.shards["calib"])
+    x, _ = stream.batch(0, cfg.study.calib_samples, cfg.study.calib_seq_len, seed=cfg.data.split_seed)
+    return x
+
+
+def load_parent_model(cfg: RunConfig, data: stages.DataHandle):
+    from transformers import AutoModelForCausalLM
+    if cfg.study.released_parent:
+        from pvs.parents import load_parent
+        return load_parent(cfg.study.released_parent)[0]
+    path = stages.parent_dir(cfg) / "model"
+    check(path.is_dir(), f"the parent {str(path)!r} is not trained yet; run `pvs pretrain --tier {cfg.tier}`")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
+    parent = cfg.study.released_parent or stages.parent_dir(cfg).name
+    key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [cfg.study.calib_samples,
+           cfg.study.calib_seq_len, cfg.data.split_seed], "options": _prune_options(cfg, variant)}
+    return stages.RUNS / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
+
+
+def _prune_options(cfg: RunConfig, variant: str) -> dict:
+    if variant == "sheared-llama":
+        return {"tokens": max(1, int(cfg.study.sheared_tokens_frac * cfg.budget.retrain_tokens)),
+                "batch_size": cfg.train.batch_size}
+    return {}
+
+
+def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -> Path:
+    """The pruned model of ``variant`` at ``ratio`` (made once; see pvs.prune.run)."""
+    from pvs.prune.run import prune_to_dir
+    out = pruned_dir(cfg, variant, ratio)
+    if (out / "prune.json").is_file():
+        return out
+    options = _prune_options(cfg, variant)
+    if variant == "sheared-llama":  # mask learning reads its own slice of the retrain split
+        from pvs.tokens import TokenStream
+        stream, b, t = TokenStream(data.shards["retrain"]), cfg.train.batch_size, cfg.study.calib_seq_len
+        steps = -(-options["tokens"] // (b * t))
+        options = {**options, "data": (stream.batch(s, b, t, seed=10_000 + cfg.train.seed)[0] for s in range(steps))}
+    prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data), out, options,
+                 provenance={"parent": cfg.study.released_parent or str(stages.parent_dir(cfg))})
+    return out
+
+
+# ------------------------------------------------------------------ training arms
+
+
+def _init_model(cfg: RunConfig, arm: Arm, pruned: Path):
+    """(model, masks, split) an arm starts from."""
+    from transformers import AutoModelForCausalLM
+
+    from pvs.prune.masks import load_masks, reinit_with_masks
+    model = AutoModelForCausalLM.from_pretrained(pruned / "model", dtype=torch.float32)
+    masks = load_masks(pruned / "model")
+    if arm.init == "pruned":
+        return model, masks, "retrain"
+    if masks:  # sparse scratch: the pruned mask, fresh weights
+        return reinit_with_masks(model, masks, seed=arm.seed), masks, "pretrain"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(arm.seed)
+        fresh = type(model)(model.config)
+    return fresh.float(), None, "pretrain"
+
+
+def arm_dir(cfg: RunConfig, arm: Arm) -> Path:
+    pruned = pruned_dir(cfg, arm.variant, arm.ratio)
+    train_cfg = to_dict(replace(cfg.train, seed=arm.seed))
+    if arm.init == "pruned":
+        key = {"pruned": pruned.name, "tokens": arm.tokens, "train": train_cfg}
+        name = f"{pruned.name.rsplit('-', 1)[0]}-R{arm.tokens}-s{arm.seed}"
+    else:  # keyed by the architecture (and mask), not the method, so equal shapes share a run
+        rec = read_json(pruned / "prune.json")
+        arch = {"config": rec["config"], "masks": rec["variant"] if rec["granularity"] == "sparse" else None}
+        if arch["masks"]:
+            arch["masks"] = pruned.name
+        key = {"arch": arch, "tokens": arm.tokens, "train": train_cfg, "data": to_dict(cfg.data)}
+        name = f"scratch-{config_hash(arch, 8)}-S{arm.tokens}-s{arm.seed}"
+    return stages.RUNS / cfg.tier / "arms" / f"{name}-{config_hash(key, 8)}"
+
+
+def run_arm(cfg: RunConfig, arm: Arm) -> Path:
+    """Train and evaluate one arm (each step cached)."""
+    from pvs.tokens import TokenStream
+    from pvs.train import train
+    data = stages.prepare_data(cfg)
+    pruned = prune(cfg, data, arm.variant, arm.ratio)
+    out = arm_dir(cfg, arm)
+    if not (out / "train.json").is_file():
+        model, masks, split = _init_model(cfg, arm, pruned)
+        train(model, TokenStream(data.shards[split]), replace(cfg.train, seed=arm.seed), arm.tokens, out,
+              masks=masks, desc=f"{arm.init} {arm.variant} r{arm.ratio} {arm.budget}",
+              extra_record={"arm": asdict(arm), "pruned_from": str(pruned), "split": split})
+    evaluate_run(cfg, data, out)
+    return out
+
+
+def evaluate_run(cfg: RunConfig, data: stages.DataHandle, run: Path) -> None:
+    """Held-out loss/perplexity and, if the tier asks, the downstream tasks (both cached)."""
+    stages.evaluate(cfg, run, data)
+    if cfg.study.downstream_limit >= 0 and cfg.study.downstream_tasks and not (run / "downstream.json").is_file():
+        from pvs.downstream import evaluate_downstream
+        evaluate_downstream(str(run / "model"), data.tokenizer, tasks=cfg.study.downstream_tasks,
+                            limit=cfg.study.downstream_limit or None, lambada=False,
+                            out_path=run / "downstream.json")
+
+
+def _worker(cfg_dict: dict, arm_dict: dict) -> str:
+    cfg = from_dict(RunConfig, cfg_dict)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return str(run_arm(cfg, Arm(**arm_dict)))
+
+
+def run_arms(cfg: RunConfig, arms: list[Arm]) -> list[Path]:
+    """Run arms (pruning first, serially; then training in ``study.workers`` processes)."""
+    data = stages.prepare_data(cfg)
+    for variant, ratio in dict.fromkeys((a.variant, a.ratio) for a in arms):
+        prune(cfg, data, variant, ratio)
+    if cfg.study.workers <= 1:
+        return [run_arm(cfg, a) for a in arms]
+    with ProcessPoolExecutor(cfg.study.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, to_dict(cfg), asdict(a)) for a in arms]
+        return [Path(f.result()) for f in futures]
+
+
+# ------------------------------------------------------------------ experiments
+
+
+def experiment_arms(name: str, cfg: RunConfig) -> list[Arm]:
+    s, P, N = cfg.study, cfg.budget.pretrain_tokens, cfg.budget.retrain_tokens
+    if name == "equal_tokens":
+        arms = []
+        for v in s.methods:
+            seeds = s.headline_seeds if v == s.headline_method else s.seeds
+            arms += [Arm(init, v, s.ratio, N, "N", seed) for seed in seeds for init in ("pruned", "scratch")]
+            arms += [Arm("scratch", v, s.ratio, P + N, "P+N", seed) for seed in s.seeds]
+        return arms
+    if name == "token_scaling":
+        return [Arm(init, v, s.ratio, max(1, round(f * P)), f"{f:g}P", seed) for v in s.scaling_methods
+                for f in s.scaling_fracs for seed in s.seeds for init in ("pruned", "scratch")]
+    if name == "ratio_sweep":
+        return [a for v in s.sweep_methods for r in s.sweep_ratios for seed in s.seeds for a in
+                (Arm("pruned", v, r, N, "N", seed), Arm("scratch", v, r, N, "N", seed),
+                 Arm("scratch", v, r, P + N, "P+N", seed))]
+    if name == "released_parent":
+        return []  # see run_experiment
+    raise PvsError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+
+
+def row(cfg: RunConfig, arm: Arm | None, run: Path) -> dict:
+    """One flat table row of a finished run, with the provenance of its numbers."""
+    tr, ev = read_json(run / "train.json"), read_json(run / "eval.json")
+    ds = read_json(run / "downstream.json") if (run / "downstream.json").is_file() else None
+    out = {
+        "arm": "parent" if arm is None else ("P-R" if arm.init == "pruned" else "S"),
+        "budget": None if arm is None else arm.budget, "variant": None if arm is None else arm.variant,
+        "ratio": 0.0 if arm is None else arm.ratio, "seed": cfg.train.seed if arm is None else arm.seed,
+        "train_tokens": tr["tokens"], "val_loss": ev["val_loss"], "ppl": ev["ppl"],
+        "run": str(run.relative_to(stages.RUNS)) if run.is_relative_to(stages.RUNS) else str(run),
+        "code": tr.get("code", {}).get("commit"), "data_sha256": tr["data"]["sha256"],
+    }
+    if arm is not None:
+        from pvs.prune.registry import get_method, parse_variant
+        pr = read_json(pruned_dir(cfg, arm.variant, arm.ratio) / "prune.json")
+        out.update(granularity=get_method(parse_variant(arm.variant)[0]).granularity,
+                   achieved_ratio=pr["achieved_ratio"], params=pr["params"],
+                   total_tokens=tr["tokens"] + (cfg.budget.pretrain_tokens if arm.init == "pruned" else 0))
+    else:
+        out.update(granularity=None, total_tokens=tr["tokens"])
+    if ds:
+        out["downstream"] = {t: {"value": e["value"], "stderr": e["stderr"], "n": e["n_evaluated"],
+                                 "n_total": e["n_total"], "metric": e["metric"]} for t, e in ds["tasks"].items()}
+        out["downstream_avg"] = ds["average"].get("value")
+        out["downstream_avg_stderr"] = ds["average"].get("stderr")
+    return out
+
+
+def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> list[dict]:
+    """Run every arm of experiment ``name``; write its metrics record; return the rows."""
+    check(name in EXPERIMENTS, f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    data = stages.prepare_data(cfg)
+    record = {"experiment": name, "tier": cfg.tier, "config": to_dict(cfg), "config_hash": config_hash(cfg),
+              "code": code_version(), "pretrain_tokens": cfg.budget.pretrain_tokens,
+              "retrain_tokens": cfg.budget.retrain_tokens, "rows": []}
+    if name == "released_parent" and not cfg.study.released_parent:
+        record["skipped"] = (f"tier {cfg.tier} sets no study.released_parent: retraining SmolLM2-135M is GPU "
+                             f"work here; run `bash reproduce.sh --tier gpu`")
+    else:
+        parent = stages.pretrain(cfg, data) if not cfg.study.released_parent else None
+        if parent is not None:
+            stages.evaluate(cfg, parent, data)
+            evaluate_run(cfg, data, parent)
+            record["rows"].append(row(cfg, None, parent))
+        arms = experiment_arms(name, cfg)
+        for arm, run in zip(arms, run_arms(cfg, arms)):
+            record["rows"].append(row(cfg, arm, run))
+    atomic_write_json(Path(out_dir or metrics_dir(cfg)) / f"{name}.json", record)
+    return record["rows"]
+
+
+def load_metrics(tier: str, name: str, root: Path | None = None) -> dict:
+    """A metrics record written by run_experiment (one-line error naming how to regenerate it)."""
+    path = Path(root or FIGURES / tier / "metrics") / f"{name}.json"
+    if not path.is_file():
+        raise PvsError(f"metrics record {str(path)!r} is missing; regenerate it with "
+                       f"`pvs study --tier {tier} --experiment {name}`")
+    rec = read_json(path)
+    check(isinstance(rec, dict) and isinstance(rec.get("rows"), list),
+          f"metrics record {str(path)!r} is corrupt (no 'rows' list); regenerate it with "
+          f"`pvs study --tier {tier} --experiment {name}`")
+    return rec
+
+
+def describe(name: str, cfg: RunConfig) -> None:
+    """Print the arms an experiment will run (before running them)."""
+    arms = experiment_arms(name, cfg)
+    print(f"experiment {name}: {len(arms)} training arms at tier {cfg.tier} "
+          f"(P = {cfg.budget.pretrain_tokens:,} tokens, N = {cfg.budget.retrain_tokens:,} tokens)")
+    for a in arms:
+        print(f"  {a.init:8s} {a.variant:16s} ratio {a.ratio:<4} {a.budget:>6s} {a.tokens:>12,} tokens  seed {a.seed}")
+
+
+def table(rows: list[dict]):
+    """The rows as a DataFrame (one line per run) for display."""
+    import pandas as pd
+    flat = []
+    for r in rows:
+        f = {k: r.get(k) for k in ("arm", "budget", "variant", "granularity", "ratio", "seed", "train_tokens",
+                                   "total_tokens", "val_loss")}
+        f.update({f"ppl_{k}": v for k, v in r["ppl"].items()})
+        if r.get("downstream_avg") is not None:
+            f["avg_acc"] = r["downstream_avg"]
+        flat.append(f)
+    return pd.DataFrame(flat)
+
+
+def gaps(rows: list[dict]):
+    """Validation-loss gaps per (variant, ratio): S_N - P-R_N (equal training tokens, positive = pruning
+    helps) and S_{P+N} - P-R_N (equal total tokens), averaged over seeds."""
+    import pandas as pd
+    df = table(rows)
+    df = df[df.arm != "parent"]
+    if df.empty:
+        return df
+    mean = df.groupby(["variant", "ratio", "arm", "budget"], dropna=False).val_loss.mean()
+    out = []
+    for (variant, ratio), g in mean.groupby(level=[0, 1]):
+        g = g.droplevel([0, 1])
+        for budget in sorted({b for _, b in g.index if b != "P+N"}):
+            if ("P-R", budget) in g and ("S", budget) in g:
+                line = {"variant": variant, "ratio": ratio, "budget": budget,
+                        "loss_pruned": g[("P-R", budget)], "loss_scratch": g[("S", budget)],
+                        "gap_equal_training_tokens": g[("S", budget)] - g[("P-R", budget)]}
+                if budget == "N" and ("S", "P+N") in g:
+                    line["loss_scratch_total"] = g[("S", "P+N")]
+                    line["gap_equal_total_tokens"] = g[("S", "P+N")] - g[("P-R", budget)]
+                out.append(line)
+    return pd.DataFrame(out)
