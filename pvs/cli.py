@@ -8,6 +8,7 @@
     pvs train    --tier cpu --method minitron-depth --init pruned|scratch --tokens N   one arm of the study
     pvs downstream --tier cpu --run DIR [--limit N]            the eight zero-shot tasks through lm-eval
     pvs study    --tier cpu [--experiment NAME] [--figures-only] the experiments as papermill notebooks
+    pvs shapes   --tier cpu [--search]      target-shape table of the parent at ratios 0.5-0.8
     pvs plan     --tier paper               every run of the study with steps, tokens, FLOPs, GPU-hours
     pvs show     --tier cpu                 print the resolved config
 
@@ -151,6 +152,30 @@ def cmd_study(args) -> None:
               overrides=args.overrides, config_file=args.config)
 
 
+def cmd_shapes(args) -> None:
+    from pvs import study
+    from pvs.model import shape_of
+    from pvs.prune.shapes import build_table
+    from pvs.stages import prepare_data
+    cfg = resolve_config(args)
+    if args.parent:
+        from pvs.config import merge
+        cfg = merge(cfg, {"study": {"released_parent": args.parent}})
+    data = prepare_data(cfg)
+    model = study.load_parent_model(cfg, data)
+    name = study.shape_table_name(cfg)
+    if args.search:  # calibration-loss criterion: one-shot prune each candidate, keep the lowest loss
+        table = build_table(name, shape_of(model), model, study.calib_tokens(cfg, data))
+    else:
+        table = build_table(name, shape_of(model))
+    for e in table["entries"]:
+        sh = e["shape"]
+        print(f"{e['kind']:5s} ratio {e['ratio']}: layers {sh['n_layers']:3d} hidden {sh['hidden']:5d} heads "
+              f"{sh['n_heads']}/{sh['n_kv_heads']} ffn {sh['ffn']:6d} -> achieved {e['achieved_ratio']:.3f} "
+              f"({e['criterion']}, {e['n_candidates']} candidates)")
+    print(f"written: pvs/prune/shapes/{name}.json")
+
+
 def cmd_plan(args) -> None:
     from pvs.plan import format_plan
     print(format_plan(resolve_config(args), gpu=args.gpu, mfu=args.mfu, rounding=args.rounding))
@@ -169,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                                ("train", cmd_train, "train and evaluate one arm (pruned or scratch)"),
                                ("downstream", cmd_downstream, "zero-shot tasks through lm-eval"),
                                ("study", cmd_study, "run the experiment notebooks and the figures"),
+                               ("shapes", cmd_shapes, "target-shape table of the parent at ratios 0.5-0.8"),
                                ("plan", cmd_plan, "dry-run plan of every run with its cost")]:
         p = sub.add_parser(name, help=helptext)
         _common(p)
@@ -178,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("prune", "train"):
             p.add_argument("--method", required=True, help="e.g. minitron-depth, flap, sparsegpt-2:4 (see pvs/prune)")
             p.add_argument("--ratio", type=float, default=0.5, help="fraction of non-embedding params removed")
+        if name == "shapes":
+            p.add_argument("--parent", default=None, help="a released parent (default: the tier's own)")
+            p.add_argument("--search", action="store_true", help="choose by calibration loss (needs forward passes)")
         if name == "prune":
             p.add_argument("--parent", default=None, help="a released parent (smollm2-135m), a model dir or a hub id")
             p.add_argument("--out", default=None, help="output directory (default: runs/<tier>/pruned/...)")

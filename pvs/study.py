@@ -12,6 +12,7 @@ shared, a rerun skips finished arms, and a changed setting re-runs only what dep
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -25,7 +26,7 @@ from pvs.records import REPO_ROOT, atomic_write_json, code_version, read_json
 from pvs import stages
 
 EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent")
-FIGURES = Path(REPO_ROOT / "figures")
+FIGURES = Path(os.environ.get("PVS_FIGURES", REPO_ROOT / "figures"))
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,33 @@ def load_parent_model(cfg: RunConfig, data: stages.DataHandle):
 def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
     parent = cfg.study.released_parent or stages.parent_dir(cfg).name
     key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [cfg.study.calib_samples,
-           cfg.study.calib_seq_len, cfg.data.split_seed], "options": _prune_options(cfg, variant)}
+           cfg.study.calib_seq_len, cfg.data.split_seed], "options": _prune_options(cfg, variant, ratio)}
     return stages.RUNS / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
 
 
-def _prune_options(cfg: RunConfig, variant: str) -> dict:
+def shape_table_name(cfg: RunConfig) -> str:
+    """Name of the checked-in target-shape table of this config's parent (pvs/prune/shapes/<name>.json)."""
+    return cfg.study.released_parent or f"{cfg.tier}-parent"
+
+
+def _table_target(cfg: RunConfig, ratio: float) -> dict | None:
+    from pvs.prune.shapes import TABLE_DIR, shape_dict, table_shape
+    if not (TABLE_DIR / f"{shape_table_name(cfg)}.json").is_file():
+        return None  # the methods fall back to the parameter-count rule (pvs.prune.shapes.target_shape)
+    try:
+        return shape_dict(table_shape(shape_table_name(cfg), ratio, "width"))
+    except PvsError:
+        return None
+
+
+def _prune_options(cfg: RunConfig, variant: str, ratio: float) -> dict:
+    """Method options the study passes (they are part of the pruned run's key)."""
+    target = _table_target(cfg, ratio) if variant in ("minitron-width", "sheared-llama") else None
     if variant == "sheared-llama":
         return {"tokens": max(1, int(cfg.study.sheared_tokens_frac * cfg.budget.retrain_tokens)),
-                "batch_size": cfg.train.batch_size}
+                "batch_size": cfg.train.batch_size, **({"target_shape": target} if target else {})}
+    if variant == "minitron-width" and target:
+        return {"target": target}
     return {}
 
 
@@ -89,7 +109,7 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -
     out = pruned_dir(cfg, variant, ratio)
     if (out / "prune.json").is_file():
         return out
-    options = _prune_options(cfg, variant)
+    options = _prune_options(cfg, variant, ratio)
     if variant == "sheared-llama":  # mask learning reads its own slice of the retrain split
         from pvs.tokens import TokenStream
         stream, b, t = TokenStream(data.shards["retrain"]), cfg.train.batch_size, cfg.study.calib_seq_len

@@ -11,7 +11,7 @@ Every tier keeps the paper's budget proportion P:N = 200:50.
 """
 from __future__ import annotations
 
-from pvs.config import BudgetConfig, DataConfig, EvalConfig, RunConfig, TrainConfig
+from pvs.config import BudgetConfig, DataConfig, EvalConfig, RunConfig, StudyConfig, TrainConfig
 from pvs.errors import PvsError
 from pvs.model import ModelShape
 
@@ -25,6 +25,11 @@ def _smoke() -> RunConfig:
         train=TrainConfig(seq_len=64, batch_size=8, lr=3e-3, checkpoint_every=20, log_every=5),
         eval=EvalConfig(seq_len=64, max_tokens=4096, batch_size=16),
         budget=BudgetConfig(pretrain_tokens=40_960, retrain_tokens=10_240),
+        # every granularity once, every experiment once, as small as it gets
+        study=StudyConfig(methods=["minitron-depth", "minitron-width", "sparsegpt", "sparsegpt-2:4"],
+                          scaling_methods=["minitron-depth", "minitron-width"], scaling_fracs=[0.05, 0.25, 1.25],
+                          sweep_methods=["minitron-depth"], sweep_ratios=[0.5, 0.7], headline_seeds=[0, 1],
+                          calib_samples=8, calib_seq_len=64, downstream_limit=4),
     )
 
 
@@ -35,7 +40,7 @@ def _cpu() -> RunConfig:
                           max_seq=2048),
         data=DataConfig(vocab_size=4096),
         train=TrainConfig(seq_len=256, batch_size=8, lr=3e-3, checkpoint_every=100, log_every=10),
-        eval=EvalConfig(seq_len=256, max_tokens=65_536, batch_size=16),
+        eval=EvalConfig(seq_len=256, max_tokens=16_384, batch_size=16),
         budget=BudgetConfig(pretrain_tokens=1_200_000, retrain_tokens=300_000),
     )
 

@@ -1,0 +1,93 @@
+"""The whole chain at the smoke tier: corpus -> parent -> every experiment notebook -> figures.
+
+One module-scoped run (a few minutes on 2 cores) in a private runs/cache/figures folder, then
+checks that each figure and table is written from the metrics records and changes when one does.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, "PVS_RUNS": str(base / "runs"), "PVS_FIGURES": str(base / "figures"),
+           "PVS_CACHE": os.environ.get("PVS_TEST_CACHE", str(base / "cache")), "OMP_NUM_THREADS": "1"}
+    for verb in (["pretrain"], ["study"]):
+        proc = subprocess.run([sys.executable, "-m", "pvs.cli", *verb, "--tier", "smoke", "--set", "train.threads=1"],
+                              cwd=ROOT, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return base, env
+
+
+def test_every_experiment_writes_a_metrics_record(smoke):
+    base, _ = smoke
+    metrics = base / "figures" / "smoke" / "metrics"
+    for name in ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent"):
+        rec = json.loads((metrics / f"{name}.json").read_text())
+        assert rec["tier"] == "smoke" and rec["code"]["commit"]
+        if name == "released_parent":
+            assert "skipped" in rec and rec["rows"] == []
+            continue
+        arms = {(r["arm"], r["budget"]) for r in rec["rows"]}
+        assert ("parent", None) in arms and ("P-R", "N" if name != "token_scaling" else "0.05P") in arms
+        for r in rec["rows"]:
+            assert r["val_loss"] > 0 and r["run"] and r["data_sha256"]
+            if r["arm"] != "parent":
+                assert 0.4 < r["achieved_ratio"] < 0.9
+    eq = json.loads((metrics / "equal_tokens.json").read_text())["rows"]
+    headline = [r for r in eq if r["variant"] == "minitron-depth" and r["budget"] == "N"]
+    assert sorted({r["seed"] for r in headline}) == [0, 1]                 # the headline runs several seeds
+    assert all("downstream" in r and len(r["downstream"]) == 8 for r in eq)
+
+
+def test_executed_notebooks_are_kept_for_inspection(smoke):
+    base, _ = smoke
+    executed = sorted(p.name for p in (base / "runs" / "smoke" / "notebooks").glob("*.ipynb"))
+    assert executed == ["01_equal_tokens.ipynb", "02_token_scaling.ipynb", "03_ratio_sweep.ipynb",
+                        "04_released_parent.ipynb", "99_figures.ipynb"]
+
+
+def test_figures_are_rendered_from_records_and_follow_them(smoke):
+    base, env = smoke
+    figures = base / "figures" / "smoke"
+    produced = {p.name for p in figures.iterdir() if p.is_file()}
+    for stem in ("fig1_loss_vs_tokens", "fig1_acc_equal_total", "token_scaling", "ratio_sweep", "granularity"):
+        assert f"{stem}.png" in produced and f"{stem}.pdf" in produced, stem
+    for stem in ("equal_tokens", "token_scaling", "ratio_sweep", "paper_vs_ours"):
+        assert f"{stem}.md" in produced and f"{stem}.csv" in produced, stem
+    assert "claims.md" in produced
+    before = {n: (figures / n).read_bytes() for n in ("equal_tokens.csv", "granularity.png")}
+
+    # change one record: the figures-only path (no training) must follow it
+    path = figures / "metrics" / "equal_tokens.json"
+    rec = json.loads(path.read_text())
+    for r in rec["rows"]:
+        if r["arm"] == "S" and r["budget"] == "N":
+            r["val_loss"] += 1.0
+    path.write_text(json.dumps(rec))
+    proc = subprocess.run([sys.executable, "-m", "pvs.cli", "study", "--tier", "smoke", "--figures-only"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name, old in before.items():
+        assert (figures / name).read_bytes() != old, name
+
+    # a corrupt record: one line naming it and how to regenerate it
+    path.write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "pvs.cli", "study", "--tier", "smoke", "--figures-only"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "equal_tokens.json" in proc.stderr and "pvs study --tier smoke" in proc.stderr
+
+
+def test_unknown_experiment_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "pvs.cli", "study", "--tier", "smoke", "--experiment", "nope"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
