@@ -64,7 +64,9 @@ def _paper() -> RunConfig:
         tier="paper",
         parent=ModelShape(n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128, ffn=14336,
                           vocab=128256, tied=False, rope_theta=500_000.0, max_seq=8192),
-        data=DataConfig(source="dclm", tokenizer="meta-llama/Llama-3.1-8B", vocab_size=128256),
+        # the authors retrain on DCLM shards 50-63 of 64 (~22%); pretrain on the rest
+        data=DataConfig(source="dclm", tokenizer="meta-llama/Llama-3.1-8B", vocab_size=128256,
+                        retrain_frac=0.2, calib_frac=0.001, valid_frac=0.001),
         train=TrainConfig(seq_len=8192, batch_size=512, micro_batch_size=1, lr=3e-4, checkpoint_every=1000,
                           log_every=10),
         eval=EvalConfig(seq_len=8192, max_tokens=8192 * 256, batch_size=1),

@@ -130,6 +130,9 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
         optimizer.load_state_dict(state["optimizer"])
         start_step = state["step"]
     pairs = _mask_pairs(model, masks)
+    # FSDP shards parameters in prepare(); the mask pairs would point at the unsharded tensors
+    check(not (masks and acc.distributed_type.name == "FSDP"),
+          "sparse masks are not supported under FSDP yet; train sparse models with DDP or one process")
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
 
@@ -192,9 +195,10 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
 
     acc.wait_for_everyone()
     record = {}
+    state = acc.get_state_dict(model)  # every rank takes part: FSDP gathers the shards here
     if acc.is_main_process:
         model = acc.unwrap_model(model)
-        save_model(model, out_dir / "model", masks=masks)
+        save_model(model, out_dir / "model", masks=masks, state_dict=state)
         record = {
             "stage": desc, "tokens_requested": tokens, "steps": total_steps,
             "tokens": total_steps * tokens_per_step, "epochs": round(epochs, 4),
@@ -209,12 +213,13 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
     return read_json(record_path)
 
 
-def save_model(model: torch.nn.Module, path: str | Path, masks: dict | None = None) -> None:
+def save_model(model: torch.nn.Module, path: str | Path, masks: dict | None = None,
+               state_dict: dict | None = None) -> None:
     """save_pretrained into a temp dir, then rename: a model directory is complete or absent."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     if masks:
         from pvs.prune.masks import save_masks
         save_masks(masks, tmp)
