@@ -87,7 +87,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_baseline(args) -> None:
-    from pvs.perplexity import unigram_cross_entropy, unigram_entropy
+    from pvs.perplexity import bigram_cross_entropy, unigram_cross_entropy, unigram_entropy
     from pvs.stages import prepare_data
     from pvs.tokens import TokenStream
     cfg = resolve_config(args)
@@ -97,6 +97,8 @@ def cmd_baseline(args) -> None:
     print(json.dumps({"unigram_entropy_pretrain": unigram_entropy(train, v),
                       "unigram_entropy_valid": unigram_entropy(valid, v),
                       "unigram_model_loss_on_valid": unigram_cross_entropy(train, valid, v),
+                      "bigram_model_loss_on_valid": bigram_cross_entropy(train, valid, v,
+                                                                         TokenStream(data.shards["calib"])),
                       "uniform_loss": __import__("math").log(v)}, indent=2))
 
 

@@ -88,3 +88,27 @@ def unigram_cross_entropy(train: TokenStream, test: TokenStream, vocab: int, alp
     logp = (counts / counts.sum()).log()
     ids = torch.from_numpy(test.ids.astype("int64"))
     return float(-logp[ids].mean())
+
+
+def bigram_cross_entropy(train: TokenStream, test: TokenStream, vocab: int, tune: TokenStream | None = None) -> float | None:
+    """Loss (nats/token) on ``test`` of a count-based bigram model fit on ``train``, interpolated with the
+    add-one unigram: p(b|a) = lam * c(a,b)/c(a) + (1-lam) * p(b); lam is chosen on ``tune`` (held apart from
+    ``test``). The bar a parent must clear to have learned more than adjacent-token statistics.
+    None for vocabularies too large for a dense count table."""
+    if vocab > 16384:
+        return None
+    ids = torch.from_numpy(train.ids.astype("int64"))
+    pair = torch.bincount(ids[:-1] * vocab + ids[1:], minlength=vocab * vocab).view(vocab, vocab).float()
+    row = pair.sum(1, keepdim=True)
+    uni = torch.bincount(ids, minlength=vocab).double() + 1.0
+    uni = (uni / uni.sum()).float()
+
+    def loss(stream: TokenStream, lam: float) -> float:
+        t = torch.from_numpy(stream.ids.astype("int64"))
+        a, b = t[:-1], t[1:]
+        cond = torch.where(row[a, 0] > 0, pair[a, b] / row[a, 0].clamp(min=1), torch.zeros(()))
+        return float(-(lam * cond + (1 - lam) * uni[b]).log().mean())
+
+    lams = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    best = min(lams, key=lambda lam: loss(tune, lam)) if tune is not None else 0.8
+    return loss(test, best)

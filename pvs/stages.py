@@ -58,8 +58,16 @@ def parent_shape(cfg: RunConfig, data: DataHandle):
     return replace(cfg.parent, vocab=len(data.tokenizer))
 
 
+def train_key(train_cfg) -> dict:
+    """The training settings that determine a result (threads and logging cadence do not)."""
+    d = to_dict(train_cfg)
+    for k in ("threads", "log_every", "checkpoint_every"):
+        d.pop(k)
+    return d
+
+
 def parent_dir(cfg: RunConfig, runs: Path | None = None) -> Path:
-    key = {"parent": to_dict(cfg.parent), "data": to_dict(cfg.data), "train": to_dict(cfg.train),
+    key = {"parent": to_dict(cfg.parent), "data": to_dict(cfg.data), "train": train_key(cfg.train),
            "tokens": cfg.budget.pretrain_tokens}
     return Path(runs or RUNS) / cfg.tier / f"parent-{config_hash(key)}"
 

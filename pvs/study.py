@@ -142,7 +142,7 @@ def _init_model(cfg: RunConfig, arm: Arm, pruned: Path):
 
 def arm_dir(cfg: RunConfig, arm: Arm) -> Path:
     pruned = pruned_dir(cfg, arm.variant, arm.ratio)
-    train_cfg = to_dict(replace(cfg.train, seed=arm.seed))
+    train_cfg = stages.train_key(replace(cfg.train, seed=arm.seed))
     if arm.init == "pruned":
         key = {"pruned": pruned.name, "tokens": arm.tokens, "train": train_cfg}
         name = f"{pruned.name.rsplit('-', 1)[0]}-R{arm.tokens}-s{arm.seed}"
@@ -184,8 +184,10 @@ def evaluate_run(cfg: RunConfig, data: stages.DataHandle, run: Path) -> None:
 
 def _worker(cfg_dict: dict, arm_dict: dict) -> str:
     cfg = from_dict(RunConfig, cfg_dict)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    # the cores are shared among the workers (2 threads per process on a busy machine run 2x slower than 1)
+    threads = max(1, (os.cpu_count() or 1) // cfg.study.workers)
+    cfg = replace(cfg, train=replace(cfg.train, threads=threads))
+    torch.set_num_threads(threads)
     return str(run_arm(cfg, Arm(**arm_dict)))
 
 

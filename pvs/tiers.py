@@ -39,9 +39,16 @@ def _cpu() -> RunConfig:
         parent=ModelShape(n_layers=8, hidden=128, n_heads=8, n_kv_heads=2, head_dim=16, ffn=384, vocab=4096,
                           max_seq=2048),
         data=DataConfig(vocab_size=4096),
-        train=TrainConfig(seq_len=256, batch_size=8, lr=3e-3, checkpoint_every=100, log_every=10),
-        eval=EvalConfig(seq_len=256, max_tokens=16_384, batch_size=16),
-        budget=BudgetConfig(pretrain_tokens=1_200_000, retrain_tokens=300_000),
+        train=TrainConfig(seq_len=256, batch_size=8, lr=3e-3, checkpoint_every=100, log_every=10, threads=2),
+        eval=EvalConfig(seq_len=256, max_tokens=8192, batch_size=16),
+        budget=BudgetConfig(pretrain_tokens=800_000, retrain_tokens=200_000),
+        # The headline subset that fits an hour on 2 cores: every figure, every granularity, the Figure-1
+        # methods; configs/full_grid.yaml (reproduce.sh --full) runs every method, budget and ratio.
+        study=StudyConfig(methods=["minitron-depth", "minitron-width", "sheared-llama", "sparsegpt", "sparsegpt-2:4"],
+                          scaling_methods=["minitron-depth", "minitron-width"], scaling_fracs=[0.05, 0.25, 1.25],
+                          sweep_methods=["minitron-depth", "minitron-width"], sweep_ratios=[0.5, 0.7],
+                          headline_seeds=[0, 1, 2], calib_samples=64, calib_seq_len=256, downstream_limit=40,
+                          workers=2),
     )
 
 
@@ -55,6 +62,7 @@ def _gpu() -> RunConfig:
         train=TrainConfig(seq_len=1024, batch_size=64, lr=1e-3, checkpoint_every=500, log_every=20),
         eval=EvalConfig(seq_len=1024, max_tokens=1_048_576, batch_size=32),
         budget=BudgetConfig(pretrain_tokens=64_000_000, retrain_tokens=16_000_000),
+        study=StudyConfig(released_parent="", downstream_limit=500, calib_samples=128, calib_seq_len=1024),
     )
 
 
