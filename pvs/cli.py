@@ -109,7 +109,7 @@ def cmd_prune(args) -> None:
     cfg = resolve_config(args)
     if args.parent:
         from pvs.config import merge
-        cfg = merge(cfg, {"study": {"released_parent": args.parent}})
+        cfg = merge(cfg, {"study": {"parent": args.parent}})
     data = prepare_data(cfg)
     if args.out:
         parent = study.load_parent_model(cfg, data)
@@ -162,7 +162,7 @@ def cmd_shapes(args) -> None:
     cfg = resolve_config(args)
     if args.parent:
         from pvs.config import merge
-        cfg = merge(cfg, {"study": {"released_parent": args.parent}})
+        cfg = merge(cfg, {"study": {"parent": args.parent}})
     data = prepare_data(cfg)
     model = study.load_parent_model(cfg, data)
     name = study.shape_table_name(cfg)

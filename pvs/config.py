@@ -157,8 +157,12 @@ class StudyConfig:
     """Documents per downstream task (a fixed seeded subset; 0 = full validation sets)."""
     downstream_tasks: list[str] = field(default_factory=lambda: [
         "winogrande", "arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq", "boolq", "openbookqa"])
+    parent: str = ""
+    """The parent every experiment prunes: '' = the one pvs pretrains (`pvs pretrain`); otherwise a released
+    parent ('smollm2-135m'), a local save_pretrained directory, or a Hugging Face id (needs a network)."""
     released_parent: str = ""
-    """A released parent to compare with our own (e.g. 'smollm2-135m'); '' = skip (too slow for the tier)."""
+    """Experiment released_parent compares our pretrained parent with this released one (same shape and
+    tokenizer needed); '' = skip it (the CPU tier cannot afford retraining SmolLM2-135M)."""
     workers: int = 1
     """Training arms run in parallel processes (each with train.threads threads)."""
 

@@ -187,7 +187,7 @@ def _released_parent_shape(spec: str) -> ModelShape:
 
         from pvs.model import shape_of
         return shape_of(AutoConfig.from_pretrained(spec))
-    raise PvsError(f"study.released_parent={spec!r}: its shape is not known without downloading it; allowed: "
+    raise PvsError(f"study.parent={spec!r}: its shape is not known without downloading it; allowed: "
                    f"{', '.join(RELEASED_SHAPES)} or a local model directory (or pass parent_shape=)")
 
 
@@ -206,7 +206,8 @@ def plan(cfg: RunConfig, gpu: str = "H100", mfu: float = DEFAULT_MFU, rounding: 
     check(not unknown, f"experiments {unknown}; allowed: {', '.join(EXPERIMENTS)}")
     T, tps = cfg.train.seq_len, cfg.train.batch_size * cfg.train.seq_len
     released = cfg.study.released_parent
-    parent = parent_shape or (_released_parent_shape(released) if released else cfg.parent)
+    given = cfg.study.parent  # a released parent pruned by every experiment instead of our pretrained one
+    parent = parent_shape or (_released_parent_shape(given) if given else cfg.parent)
     parent.validate()
     supply, supply_source = split_tokens(cfg, corpus_tokens)
     warnings: list[str] = []

@@ -62,16 +62,16 @@ def calib_tokens(cfg: RunConfig, data: stages.DataHandle) -> torch.Tensor:
 
 def load_parent_model(cfg: RunConfig, data: stages.DataHandle):
     from transformers import AutoModelForCausalLM
-    if cfg.study.released_parent:
+    if cfg.study.parent:
         from pvs.parents import load_parent
-        return load_parent(cfg.study.released_parent)[0]
+        return load_parent(cfg.study.parent)[0]
     path = stages.parent_dir(cfg) / "model"
     check(path.is_dir(), f"the parent {str(path)!r} is not trained yet; run `pvs pretrain --tier {cfg.tier}`")
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
-    parent = cfg.study.released_parent or stages.parent_dir(cfg).name
+    parent = cfg.study.parent or stages.parent_dir(cfg).name
     key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [cfg.study.calib_samples,
            cfg.study.calib_seq_len, cfg.data.split_seed], "options": _prune_options(cfg, variant, ratio)}
     return stages.RUNS / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
@@ -79,7 +79,7 @@ def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
 
 def shape_table_name(cfg: RunConfig) -> str:
     """Name of the checked-in target-shape table of this config's parent (pvs/prune/shapes/<name>.json)."""
-    return cfg.study.released_parent or f"{cfg.tier}-parent"
+    return Path(cfg.study.parent).name if cfg.study.parent else f"{cfg.tier}-parent"
 
 
 def _table_target(cfg: RunConfig, ratio: float) -> dict | None:
@@ -116,7 +116,7 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -
         steps = -(-options["tokens"] // (b * t))
         options = {**options, "data": (stream.batch(s, b, t, seed=10_000 + cfg.train.seed)[0] for s in range(steps))}
     prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data), out, options,
-                 provenance={"parent": cfg.study.released_parent or str(stages.parent_dir(cfg))})
+                 provenance={"parent": cfg.study.parent or str(stages.parent_dir(cfg))})
     return out
 
 
@@ -258,6 +258,8 @@ def row(cfg: RunConfig, arm: Arm | None, run: Path) -> dict:
 def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> list[dict]:
     """Run every arm of experiment ``name``; write its metrics record; return the rows."""
     check(name in EXPERIMENTS, f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     data = stages.prepare_data(cfg)
     record = {"experiment": name, "tier": cfg.tier, "config": to_dict(cfg), "config_hash": config_hash(cfg),
               "code": code_version(), "pretrain_tokens": cfg.budget.pretrain_tokens,
@@ -265,10 +267,25 @@ def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> li
     if name == "released_parent" and not cfg.study.released_parent:
         record["skipped"] = (f"tier {cfg.tier} sets no study.released_parent: retraining SmolLM2-135M is GPU "
                              f"work here; run `bash reproduce.sh --tier gpu`")
+    elif name == "released_parent":
+        # the same pruning and retraining from our pretrained parent and from the released one; the scratch
+        # arms are shared (same architecture), so the two pruned inits are compared on equal footing
+        s = cfg.study
+        ours, released = (replace(cfg, study=replace(s, parent=p)) for p in ("", s.released_parent))
+        for c, source in ((ours, "custom"), (released, "released")):
+            parent = stages.pretrain(c, data) if source == "custom" else None
+            if parent is not None:
+                evaluate_run(c, data, parent)
+                record["rows"].append({**row(c, None, parent), "parent_source": source})
+            arms = [Arm("pruned", v, s.ratio, cfg.budget.retrain_tokens, "N", seed)
+                    for v in s.scaling_methods for seed in s.seeds]
+            if source == "custom":
+                arms += [Arm("scratch", a.variant, a.ratio, a.tokens, "N", a.seed) for a in arms]
+            for arm, run in zip(arms, run_arms(c, arms)):
+                record["rows"].append({**row(c, arm, run), "parent_source": source})
     else:
-        parent = stages.pretrain(cfg, data) if not cfg.study.released_parent else None
+        parent = None if cfg.study.parent else stages.pretrain(cfg, data)
         if parent is not None:
-            stages.evaluate(cfg, parent, data)
             evaluate_run(cfg, data, parent)
             record["rows"].append(row(cfg, None, parent))
         arms = experiment_arms(name, cfg)

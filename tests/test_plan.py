@@ -93,7 +93,7 @@ def test_the_runs_of_the_study(paper_plan):
 
 def test_data_repetition_is_warned_and_recorded(paper):
     p = plan(paper)
-    retrain_supply = 0.25 * 260e9
+    retrain_supply = paper.data.retrain_frac * 260e9
     r500 = _row(p, "P-R_500B minitron-depth r0.5 s0")
     assert r500["epochs"] == pytest.approx(r500["tokens"] / retrain_supply)
     assert any("exceed the retrain split" in w and "P-R_500B minitron-depth" in w for w in p.warnings)
