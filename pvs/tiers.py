@@ -53,16 +53,20 @@ def _cpu() -> RunConfig:
 
 
 def _gpu() -> RunConfig:
-    # ~40M non-embedding params; the offline corpus (~7.8M tokens) is repeated for several epochs
-    # (recorded in each run); with a network set data.source=dclm for fresh text.
+    # The parent has SmolLM2-135M's exact shape and tokenizer, so experiment released_parent can compare
+    # pruning our own pretrained parent with pruning the released SmolLM2-135M (paper: custom P200 vs
+    # released Llama-3.1-8B). The offline corpus (~8M tokens with this tokenizer) repeats for several
+    # epochs (recorded in each run); with a network set data.source=dclm for fresh text.
     return RunConfig(
         tier="gpu",
-        parent=ModelShape(n_layers=12, hidden=512, n_heads=8, n_kv_heads=2, head_dim=64, ffn=1536, vocab=16384),
-        data=DataConfig(vocab_size=16384),
+        parent=ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, ffn=1536, vocab=49152,
+                          tied=True, rope_theta=100_000.0, max_seq=8192),
+        data=DataConfig(tokenizer="smollm2-135m", vocab_size=49152),
         train=TrainConfig(seq_len=1024, batch_size=64, lr=1e-3, checkpoint_every=500, log_every=20),
-        eval=EvalConfig(seq_len=1024, max_tokens=1_048_576, batch_size=32),
-        budget=BudgetConfig(pretrain_tokens=64_000_000, retrain_tokens=16_000_000),
-        study=StudyConfig(released_parent="", downstream_limit=500, calib_samples=128, calib_seq_len=1024),
+        eval=EvalConfig(seq_len=1024, max_tokens=262_144, batch_size=32),
+        budget=BudgetConfig(pretrain_tokens=40_000_000, retrain_tokens=10_000_000),
+        study=StudyConfig(released_parent="smollm2-135m", downstream_limit=500, calib_samples=128,
+                          calib_seq_len=1024, workers=1),
     )
 
 

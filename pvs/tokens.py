@@ -40,9 +40,11 @@ def prepare_tokenizer(corpus_dir: str | Path, data_cfg, tok_dir: str | Path):
 
     corpus_dir, tok_dir = Path(corpus_dir), Path(tok_dir)
     if data_cfg.tokenizer != "bpe":
-        # a pretrained tokenizer: a Hugging Face id or a local path (e.g. a released parent's directory)
+        # a pretrained tokenizer: a released parent's name, a Hugging Face id or a local path
+        from pvs.parents import KNOWN_NAMES, smollm2_dir
+        source = str(smollm2_dir()) if data_cfg.tokenizer in KNOWN_NAMES else data_cfg.tokenizer
         try:
-            return AutoTokenizer.from_pretrained(data_cfg.tokenizer)
+            return AutoTokenizer.from_pretrained(source)
         except OSError as e:
             raise PvsError(f"tokenizer {data_cfg.tokenizer!r} could not be loaded ({str(e).splitlines()[0]}); "
                            f"use 'bpe' or a local directory / Hugging Face id") from None
