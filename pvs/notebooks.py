@@ -56,6 +56,8 @@ def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only
                                                       "config_file": config_file, "experiment": name})
             print(f"   done in {times[name]:.0f} s -> {out_dir / nb}", flush=True)
     print(f"== notebook {FIGURES_NOTEBOOK} (tables and figures from figures/{tier}/metrics)", flush=True)
-    times["figures"] = execute(FIGURES_NOTEBOOK, out_dir / FIGURES_NOTEBOOK, {"tier": tier})
+    from pvs.study import metrics_dir_for
+    times["figures"] = execute(FIGURES_NOTEBOOK, out_dir / FIGURES_NOTEBOOK,
+                               {"tier": tier, "metrics_root": str(metrics_dir_for(tier))})
     print(f"   done in {times['figures']:.0f} s -> figures/{tier}/", flush=True)
     return times

@@ -78,6 +78,8 @@ def _looks_like_path(spec: str) -> bool:
 def _load_pretrained(source, dtype, label: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    import pvs.prune  # noqa: F401  registers the per-layer-width class of pruned checkpoints
+
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
@@ -86,7 +88,10 @@ def _load_pretrained(source, dtype, label: str):
                        f"and access rights, a local folder needs config.json") from None
     require_llama(config, f"parent {label!r}")
     model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    # pvs's own checkpoints keep the tokenizer in the data cache, not beside the weights
+    local = Path(str(source))
+    has_tok = not local.is_dir() or any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(source) if has_tok else None
     model.eval()
     return model, tokenizer
 

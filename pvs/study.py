@@ -45,8 +45,13 @@ class Arm:
     seed: int = 0
 
 
+def metrics_dir_for(tier: str) -> Path:
+    """Where a tier's metrics records live: figures/<tier>/metrics (or $PVS_FIGURES/<tier>/metrics)."""
+    return FIGURES / tier / "metrics"
+
+
 def metrics_dir(cfg: RunConfig) -> Path:
-    return FIGURES / cfg.tier / "metrics"
+    return metrics_dir_for(cfg.tier)
 
 
 # ------------------------------------------------------------------ pruning
@@ -276,13 +281,13 @@ def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> li
             parent = stages.pretrain(c, data) if source == "custom" else None
             if parent is not None:
                 evaluate_run(c, data, parent)
-                record["rows"].append({**row(c, None, parent), "parent_source": source})
+                record["rows"].append({**row(c, None, parent), "parent": source})
             arms = [Arm("pruned", v, s.ratio, cfg.budget.retrain_tokens, "N", seed)
                     for v in s.scaling_methods for seed in s.seeds]
             if source == "custom":
                 arms += [Arm("scratch", a.variant, a.ratio, a.tokens, "N", a.seed) for a in arms]
             for arm, run in zip(arms, run_arms(c, arms)):
-                record["rows"].append({**row(c, arm, run), "parent_source": source})
+                record["rows"].append({**row(c, arm, run), "parent": source})
     else:
         parent = None if cfg.study.parent else stages.pretrain(cfg, data)
         if parent is not None:

@@ -1,0 +1,353 @@
+"""The paper's figures from metrics records and claim results (matplotlib, no pyplot state, seaborn style).
+
+    fig = fig1_loss_vs_tokens(claim2, scaling_record)
+    save(fig, out_dir, "fig1_loss_vs_tokens", footer)     # .png and .pdf, provenance line at the bottom
+
+Colours mean the same thing in every figure: scratch = blue circles, pruned = purple squares (as in
+the paper's Figure 1), the parent = a dashed purple line; granularities depth / width / sparse have
+their own colours. Δ = loss(scratch) - loss(pruned) throughout (> 0: pruning ahead).
+"""
+from __future__ import annotations
+
+import io
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from pvs import claims as C
+from pvs.records import atomic_write_bytes
+from pvs.report_tables import _tokens, arm_stat, method_order, pretty
+
+SCRATCH = {"color": "#1f77b4", "marker": "o"}
+PRUNED = {"color": "#7b2cbf", "marker": "s"}
+GRAN_COLORS = {"depth": "#8c564b", "width": "#009E73", "sparse": "#D55E00"}
+METHOD_MARKERS = "o^sDvP*X"
+
+
+@contextmanager
+def style():
+    """Seaborn's whitegrid look, scoped to our figures (the notebook's own rcParams stay untouched)."""
+    import seaborn as sns
+    with mpl.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=1.1),
+                         "axes.titleweight": "bold", "legend.frameon": True, "legend.framealpha": 0.9}):
+        yield
+
+
+def save(fig: Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
+    """Write <name>.png (150 dpi) and <name>.pdf with the provenance footer; byte-stable for equal input."""
+    engine = fig.get_layout_engine()
+    if engine is not None:  # keep a strip at the bottom free for the footer
+        engine.set(rect=(0, 0.2 / fig.get_figheight(), 1, 1 - 0.2 / fig.get_figheight()))
+    fig.text(0.005, 0.004, footer, fontsize=6, color="0.45", ha="left", va="bottom")
+    paths = []
+    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, metadata=meta)
+        fig.set_layout_engine("none")  # the layout is solved once; the PDF reuses it (half the drawing time)
+        atomic_write_bytes(out_dir / f"{name}.{ext}", buf.getvalue())
+        paths.append(out_dir / f"{name}.{ext}")
+    return paths
+
+
+def _token_axis(ax, tokens, P: float | None) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(tokens))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tokens(x)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("training tokens D (log scale)")
+    if P:  # the same fractions of P are the paper's budgets with P = 200B
+        k = C.PAPER_P_TOKENS / P
+        top = ax.secondary_xaxis("top", functions=(lambda t: t * k, lambda t: t / k))
+        top.xaxis.set_major_locator(FixedLocator([t * k for t in sorted(set(tokens))]))
+        top.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tokens(x)))
+        top.xaxis.set_minor_locator(NullLocator())
+        top.set_xlabel("paper-equivalent tokens (P = 200B)", fontsize=8)
+        top.tick_params(labelsize=7)
+
+
+def _sd(d: dict):
+    return float(np.std(list(d.values()), ddof=1)) if len(d) > 1 else 0.0
+
+
+def _loss_panel(ax, m: dict, parent: float | None, P: float | None, annotate: bool = True) -> None:
+    """Loss vs tokens of one method: scratch and pruned (± s.d. over seeds), the shaded gap, the parent."""
+    pts = m["points"]
+    x = np.array([q["tokens"] for q in pts])
+    s, p = np.array([q["scratch"] for q in pts]), np.array([q["pruned"] for q in pts])
+    ax.fill_between(x, p, s, color=PRUNED["color"], alpha=0.10, lw=0, label="gap Δ")
+    ax.errorbar(x, s, yerr=[_sd(q["scratch_by_seed"]) for q in pts], label="scratch S_D", capsize=3, lw=1.8,
+                ms=6, **SCRATCH)
+    ax.errorbar(x, p, yerr=[_sd(q["pruned_by_seed"]) for q in pts], label="pruned P-R_D", capsize=3, lw=1.8,
+                ms=6, **PRUNED)
+    if parent is not None:
+        ax.axhline(parent, ls="--", lw=1.3, color=PRUNED["color"], alpha=0.8, label="base model (parent)")
+    if annotate:
+        last = len(pts) - 1
+        for i in (0, last):
+            ax.annotate("", xy=(x[i], p[i]), xytext=(x[i], s[i]),
+                        arrowprops={"arrowstyle": "<->", "color": "0.2", "lw": 1, "shrinkA": 0, "shrinkB": 0})
+        ax.text(x[0] * 1.1, (s[0] + p[0]) / 2, f"Δ = {s[0] - p[0]:.2f}", ha="left", va="center", fontsize=9,
+                fontweight="bold", color="0.15")
+        # the curves meet at the right: the label goes below them
+        ax.annotate(f"Δ = {s[last] - p[last]:.2f}", xy=(x[last], min(s[last], p[last])), xytext=(-4, -14),
+                    textcoords="offset points", ha="right", va="top", fontsize=9, fontweight="bold", color="0.15")
+    _token_axis(ax, x, P)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"{pretty(m['method'])} (ratio {pts[0]['ratio']:g})")
+
+
+def _parent_loss(rec: dict) -> float | None:
+    vals = [r["val_loss"] for r in rec.get("rows", []) if r.get("arm") == "parent"]
+    return float(np.mean(vals)) if vals else None
+
+
+def fig1_loss_vs_tokens(claim2: dict, rec: dict) -> Figure:
+    """Figure 1 left: minitron-depth and minitron-width, loss vs training tokens, Δ at both ends."""
+    by = {m["method"]: m for m in claim2["per_method"]}
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, v in zip(axes, ("minitron-depth", "minitron-width")):
+        if v in by:
+            _loss_panel(ax, by[v], _parent_loss(rec), rec.get("pretrain_tokens"))
+        else:
+            ax.text(0.5, 0.5, f"{v}: not in the token-scaling record", ha="center", transform=ax.transAxes)
+            ax.set_axis_off()
+    axes[0].legend(loc="upper right", fontsize=8)
+    fig.suptitle("Figure 1 (left): validation loss at equal training tokens, pruned P-R_D vs scratch S_D "
+                 "(mean ± s.d. over seeds; Δ = S − P-R)", fontsize=11)
+    return fig
+
+
+def _granularity_bands(ax, idx: dict, methods: list[str], label: bool) -> None:
+    """Light background bands behind the methods of each granularity (and its name on top)."""
+    gran = [C._granularity(idx, v) for v in methods]
+    for g in dict.fromkeys(gran):
+        xs = [i for i, gg in enumerate(gran) if gg == g]
+        ax.axvspan(min(xs) - 0.45, max(xs) + 0.45, color=GRAN_COLORS.get(g, "0.5"), alpha=0.08, lw=0)
+        if label:
+            ax.text((min(xs) + max(xs)) / 2, 1.01, g, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    fontsize=9, color=GRAN_COLORS.get(g, "0.3"), fontweight="bold")
+
+
+def _method_labels(ax, methods: list[str]) -> None:
+    ax.set_xticks(np.arange(len(methods)), [pretty(v).replace(" ", "\n", 1) for v in methods], fontsize=8)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+
+
+def fig1_acc_equal_total(rec: dict) -> Figure:
+    """Figure 1 right: pruned P-R_N vs scratch S_{P+N} per method (accuracy, else loss), with an S − P strip."""
+    idx = C.index(rec["rows"])
+    methods = method_order(idx, rec)
+    ratio = {v: next(k[1] for k in idx if k[0] == v) for v in methods}
+    acc = any(r.get("downstream_avg") is not None for r in rec["rows"] if r.get("arm") != "parent")
+    get = (lambda r: None if r.get("downstream_avg") is None else 100 * r["downstream_avg"]) if acc else \
+        (lambda r: r.get("val_loss"))
+    vals = {}
+    for v in methods:
+        for arm, budget in (("P-R", "N"), ("S", "P+N")):
+            mean, sd, _ = arm_stat(idx, (v, ratio[v], arm, budget), get)
+            se = arm_stat(idx, (v, ratio[v], arm, budget), lambda r: r.get("downstream_avg_stderr"))[0] if acc else None
+            vals[(v, arm)] = (mean, 100 * se if se is not None else (sd or 0.0))  # (value, s.e. or seed s.d.)
+    fig = Figure(figsize=(max(7.0, 0.95 * len(methods) + 2.5), 6.0), layout="constrained")
+    top, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    x = np.arange(len(methods))
+    z = 1.96 if acc else 1.0
+    for off, arm, st, label in ((-0.2, "P-R", PRUNED, "pruned P-R_N"), (0.2, "S", SCRATCH, "scratch S_{P+N}")):
+        ys = [vals[(v, arm)][0] for v in methods]
+        top.bar(x + off, [np.nan if y is None else y for y in ys], 0.38, yerr=[z * vals[(v, arm)][1] for v in methods],
+                color=st["color"], alpha=0.85, label=label, capsize=2, error_kw={"lw": 0.8, "ecolor": "0.3"})
+        for xi, y in zip(x + off, ys):  # values inside the bars' feet, clear of the error bars
+            if y is not None:
+                top.annotate(f"{y:.1f}" if acc else f"{y:.2f}", (xi, 0), xycoords=("data", "axes fraction"),
+                             xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                             color="white", fontweight="bold", rotation=90 if len(methods) > 12 else 0)
+    ends = [y + sg * z * e for (y, e) in vals.values() if y is not None for sg in (-1, 1)]
+    if ends:
+        lo, hi = min(ends), max(ends)
+        pad = max(0.08 * (hi - lo), 0.3 if acc else 0.01)
+        top.set_ylim(lo - pad, hi + 3 * pad)
+    _granularity_bands(top, idx, methods, label=True)
+    top.set_ylabel("average accuracy (%)" if acc else "validation loss (nats/token)")
+    top.legend(loc="upper left", fontsize=8, ncols=2)
+    fig.suptitle("Figure 1 (right): equal total tokens, pruned P-R_N vs scratch S_{P+N}\n" +
+                 ("average downstream accuracy (error bars 95%, from lm-eval s.e.)" if acc else
+                  "validation loss: downstream not evaluated in these records (± s.d. over seeds)"), fontsize=11)
+    diff, derr = [], []
+    for v in methods:
+        (s, es), (p, ep) = vals[(v, "S")], vals[(v, "P-R")]
+        diff.append(None if s is None or p is None else s - p)
+        derr.append(z * math.hypot(es, ep))
+    scratch_wins = [d is not None and (d > 0 if acc else d < 0) for d in diff]
+    strip.bar(x, [np.nan if d is None else d for d in diff], 0.5, yerr=derr, capsize=2, error_kw={"lw": 0.8},
+              color=[SCRATCH["color"] if w else PRUNED["color"] for w in scratch_wins], alpha=0.85)
+    for xi, d in zip(x, diff):
+        if d is not None:
+            strip.annotate(f"{d:+.1f}" if acc else f"{d:+.3f}", (xi, 1), xycoords=("data", "axes fraction"),
+                           xytext=(0, -3), textcoords="offset points", ha="center", va="top", fontsize=7,
+                           fontweight="bold")
+    strip.axhline(0, color="0.3", lw=0.8)
+    strip.margins(y=0.3)
+    _granularity_bands(strip, idx, methods, label=False)
+    strip.set_ylabel("S − P" + (" (points)" if acc else " (loss)"))
+    strip.set_title("S − P: bar colour = the winner (blue scratch, purple pruned)", fontsize=8, fontweight="normal")
+    _method_labels(strip, methods)
+    return fig
+
+
+def _catch_up_text(cu: dict) -> str:
+    lo, hi = cu["ci95"]
+    short = {"crossing within the fitted range": "crossing inside the budgets"}.get(cu["status"], cu["status"])
+    short = short.replace("no crossing within the fitted range ", "no crossing in range ").replace(
+        "(none up to 1000x the largest budget)", "(none ≤ 1000x)")
+    ci = "no crossing in ≥ 97.5% of bootstraps" if lo is None else f"95%: {_tokens(lo)} – {_tokens(hi)}"
+    return f"catch-up D* = {_tokens(cu['d_star'])}  [{ci}]\n{short}"
+
+
+def _gap_panel(ax, m: dict, P: float | None) -> None:
+    """Δ vs tokens with 95% intervals, the catch-up fit and its crossing."""
+    pts, cu = m["points"], m.get("catch_up") or {}
+    x = np.array([q["tokens"] for q in pts])
+    d = np.array([q["delta"].value for q in pts])
+    ax.errorbar(x, d, yerr=[q["delta"].half or 0 for q in pts], color="0.15", marker="D", ms=5, lw=0, elinewidth=1,
+                capsize=3, label="Δ (95%)", zorder=3)
+    ax.axhline(0, color="0.3", lw=0.9)
+    if cu.get("model"):
+        end = x.max() * (min(cu["d_star"] / x.max(), 30) * 1.3 if cu.get("d_star") and cu["d_star"] > x.max() else 1)
+        grid = np.geomspace(x.min(), end, 200)
+        pr = cu["params"]
+        if cu["model"] == "log-linear gap":
+            fit = pr["a"] + pr["b"] * np.log(grid)
+        else:
+            law = (lambda f: f["E"] + f["A"] * (grid / x.min()) ** -f["α"])
+            fit = law(pr["scratch"]) - law(pr["pruned"])
+        ax.plot(grid, fit, color="0.45", ls="-", lw=1.2, label=f"fit: {cu['model']}")
+        if cu.get("d_star") and cu["d_star"] <= end:
+            ax.axvline(cu["d_star"], color="#d62728", ls=":", lw=1.3, label="catch-up D*")
+        ax.set_title(_catch_up_text(cu), fontsize=8, fontweight="normal")
+    _token_axis(ax, x, None)
+    lo, hi = min(0.0, float(np.min(d))), max(0.0, float(np.max(d)))
+    ax.set_ylim(lo - 0.12 * (hi - lo + 1e-9), hi + 0.12 * (hi - lo + 1e-9))
+    ax.set_ylabel("Δ = loss(S) − loss(P-R)")
+    ax.legend(loc="best", fontsize=7)
+
+
+def token_scaling(claim2: dict, rec: dict) -> Figure:
+    """All scaling methods: loss vs tokens (top) and the gap with the catch-up fit (bottom)."""
+    per = claim2["per_method"]
+    fig = Figure(figsize=(4.4 * max(1, len(per)), 8), layout="constrained")
+    axes = np.array(fig.subplots(2, max(1, len(per)), squeeze=False))
+    for j, m in enumerate(per):
+        _loss_panel(axes[0, j], m, _parent_loss(rec), rec.get("pretrain_tokens"), annotate=False)
+        _gap_panel(axes[1, j], m, rec.get("pretrain_tokens"))
+        axes[1, j].sharex(axes[0, j])
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    fig.suptitle("Token scaling at equal training tokens: loss (top) and gap Δ with the catch-up fit (bottom)",
+                 fontsize=11)
+    return fig
+
+
+def _method_styles(idx: dict, rec: dict) -> dict:
+    seen: dict = {}
+    out = {}
+    for v in method_order(idx, rec):
+        g = C._granularity(idx, v)
+        k = seen[g] = seen.get(g, -1) + 1
+        out[v] = {"color": GRAN_COLORS.get(g, "0.4"), "marker": METHOD_MARKERS[k % len(METHOD_MARKERS)],
+                  "ls": ("-", "--", "-.", ":")[k % 4]}
+    return out
+
+
+def _ci_note(ests) -> str:
+    return "95% intervals" if any(e.half is not None for e in ests) else "no intervals: one seed, no noise estimate"
+
+
+def ratio_sweep(rec: dict, noise: C.Noise) -> Figure:
+    """Δ vs pruning ratio per method, at equal training tokens (S_N) and at equal total tokens (S_{P+N})."""
+    idx = C.index(rec["rows"])
+    styles = _method_styles(idx, rec)
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    ests = []
+    for ax, budget, title in ((axes[0], "N", "equal training tokens: S_N − P-R_N"),
+                              (axes[1], "P+N", "equal total tokens: S_{P+N} − P-R_N")):
+        for j, (v, st) in enumerate(styles.items()):
+            pts = []
+            for r in sorted({k[1] for k in idx if k[0] == v}):
+                s, p = C.losses(idx, (v, r, "S", budget)), C.losses(idx, (v, r, "P-R", "N"))
+                if s and p:
+                    pts.append((r, C.difference(s, p, noise)))
+            ests += [e for _, e in pts]
+            if pts:  # a small sideways dodge keeps methods with equal values visible
+                dodge = 0.006 * (j - (len(styles) - 1) / 2)
+                ax.errorbar([r + dodge for r, _ in pts], [e.value for _, e in pts], yerr=[e.half or 0 for _, e in pts],
+                            label=f"{pretty(v)} ({C._granularity(idx, v)})", capsize=3, lw=1.6, ms=6, **st)
+        ax.axhline(0, color="0.3", lw=0.9)
+        ax.set_title(title)
+        ax.set_xlabel("pruning ratio (fraction of non-embedding params removed)")
+        ax.xaxis.set_major_locator(FixedLocator(sorted({k[1] for k in idx})))
+    axes[0].set_ylabel("Δ = loss(S) − loss(P-R)   (> 0: pruned ahead)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Pruning-ratio sweep: the pruning advantage vs ratio ({_ci_note(ests)})", fontsize=11)
+    return fig
+
+
+def granularity(claim1: dict, claim4: dict, rec: dict) -> Figure:
+    """Δ at equal training tokens (top) and at equal total tokens (bottom) per method, grouped by granularity."""
+    idx = C.index(rec["rows"])
+    methods = method_order(idx, rec)
+    gran = [C._granularity(idx, v) for v in methods]
+    fig = Figure(figsize=(max(7.0, 0.85 * len(methods) + 2.5), 7.0), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    x = np.arange(len(methods))
+    panels = ((axes[0], {m["method"]: m["delta"] for m in claim1["per_method"]},
+               "equal training tokens: Δ_N = loss(S_N) − loss(P-R_N)"),
+              (axes[1], {m["method"]: m["delta_total"] for m in claim4["per_method"]},
+               "equal total tokens: Δ_total = loss(S_{P+N}) − loss(P-R_N)"))
+    for i, (ax, est, title) in enumerate(panels):
+        ys = [est[v].value if v in est else np.nan for v in methods]
+        es = [(est[v].half or 0) if v in est else 0 for v in methods]
+        ax.bar(x, ys, 0.62, yerr=es, color=[GRAN_COLORS.get(g, "0.5") for g in gran], capsize=3, alpha=0.9)
+        for xi, y, e in zip(x, ys, es):
+            if np.isfinite(y):
+                ax.annotate(f"{y:+.3f}", (xi, y + (e if y >= 0 else -e)), xytext=(0, 3 if y >= 0 else -3),
+                            textcoords="offset points",
+                            ha="center", va="bottom" if y >= 0 else "top", fontsize=7)
+        ax.axhline(0, color="0.3", lw=0.9)
+        ax.margins(y=0.15)
+        _granularity_bands(ax, idx, methods, label=i == 0)
+        ax.set_title(title, fontsize=10, pad=16 if i == 0 else 6)
+        ax.set_ylabel("Δ  (> 0: pruned ahead)")
+    _method_labels(axes[1], methods)
+    ests = [m["delta"] for m in claim1["per_method"]] + [m["delta_total"] for m in claim4["per_method"]]
+    fig.suptitle(f"Granularity: the pruning advantage per method, depth / width / sparse ({_ci_note(ests)})",
+                 fontsize=11)
+    return fig
+
+
+def released_parent(rec: dict) -> Figure:
+    """Validation loss per (method, budget) and arm, one bar per parent the arm started from."""
+    rows = [r for r in rec["rows"] if r.get("arm") in ("P-R", "S", "parent")]
+    groups = sorted({(r.get("variant") or "parent", str(r.get("budget") or "")) for r in rows})
+    labels = sorted({f"{r['arm']} · {r.get('parent') or 'released'}" for r in rows})
+    fig = Figure(figsize=(max(6, 1.4 * len(groups) + 2), 4.4), layout="constrained")
+    ax = fig.subplots()
+    w = 0.8 / max(1, len(labels))
+    for j, lab in enumerate(labels):
+        ys = [np.mean([r["val_loss"] for r in rows if (r.get("variant") or "parent", str(r.get("budget") or "")) == g
+                       and f"{r['arm']} · {r.get('parent') or 'released'}" == lab] or [np.nan]) for g in groups]
+        st = PRUNED if lab.startswith("P-R") else SCRATCH if lab.startswith("S") else {"color": "0.5"}
+        ax.bar(np.arange(len(groups)) + (j - (len(labels) - 1) / 2) * w, ys, w, color=st["color"],
+               alpha=0.5 + 0.5 * (j % 2), label=lab)
+    ax.set_xticks(np.arange(len(groups)), [f"{pretty(v)}\n{b}" for v, b in groups], fontsize=8)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.legend(fontsize=8)
+    ax.set_title("Released vs custom parent")
+    finite = [r["val_loss"] for r in rows if math.isfinite(r["val_loss"])]
+    if finite:
+        ax.set_ylim(min(finite) - 0.1 * (np.ptp(finite) + 0.1), max(finite) + 0.1 * (np.ptp(finite) + 0.1))
+    return fig

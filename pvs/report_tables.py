@@ -1,0 +1,349 @@
+"""The paper's tables from metrics records, as Markdown and CSV, and the claims report (claims.md).
+
+    t = equal_tokens_table(record, noise)      # a Table
+    t.markdown(footer), t.csv()                # footer: the provenance line of the records
+
+Markdown shows "mean ± s.d." over seeds for losses and "Δ ± 95% half-width" for gaps (pvs.claims);
+the CSV keeps them as separate numeric columns (<key>_sd, <key>_ci95). Δ = loss(scratch) - loss(pruned).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pvs import claims as C
+
+GRANULARITY_ORDER = ("depth", "width", "sparse")
+ARMS = (("P-R", "N", "P-R_N"), ("S", "N", "S_N"), ("S", "P+N", "S_{P+N}"))
+_PRETTY = {"minitron-depth": "Minitron Depth", "shortgpt": "ShortGPT", "minitron-width": "Minitron Width",
+           "flap": "FLAP", "sheared-llama": "Sheared LLaMA", "sparsegpt": "SparseGPT", "wanda": "Wanda",
+           "magnitude": "Magnitude"}
+
+
+def pretty(variant: str) -> str:
+    """Display name: 'sparsegpt-2:4' -> 'SparseGPT 2:4', 'sparsegpt' -> 'SparseGPT U' (unstructured)."""
+    base, _, pattern = variant.partition("-") if variant.split("-")[-1].count(":") else (variant, "", "")
+    name = _PRETTY.get(base, base)
+    if pattern:
+        return f"{name} {pattern}"
+    return f"{name} U" if base in ("sparsegpt", "wanda", "magnitude") else name
+
+
+def method_order(idx: dict, rec: dict) -> list[str]:
+    """Methods of a record grouped depth / width / sparse, in the config's order within a group."""
+    listed = [*(rec.get("config") or {}).get("study", {}).get("methods", [])]
+    variants = sorted({k[0] for k in idx}, key=lambda v: (listed.index(v) if v in listed else len(listed), v))
+    g = {v: C._granularity(idx, v) for v in variants}
+    rank = {x: i for i, x in enumerate(GRANULARITY_ORDER)}
+    return sorted(variants, key=lambda v: rank.get(g[v], len(rank)))
+
+
+def arm_stat(idx: dict, key: tuple, get=lambda r: r.get("val_loss")) -> tuple[float | None, float | None, int]:
+    """(mean, s.d. or None, n seeds) of a per-row quantity over an arm's seeds."""
+    vals = [float(v) for v in (get(r) for r in idx.get(key, {}).values()) if v is not None]
+    if not vals:
+        return None, None, 0
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None), len(vals)
+
+
+@dataclass
+class Table:
+    """A table: columns are (key, header, format); a row's <key>_sd / <key>_ci95 show as ± in Markdown."""
+
+    name: str
+    title: str
+    columns: list[tuple[str, str, str]]
+    rows: list[dict]
+    notes: list[str] = field(default_factory=list)
+
+    def _cell(self, row: dict, key: str, fmt: str) -> str:
+        v = row.get(key)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        text = format(v, fmt) if fmt and isinstance(v, (int, float)) else str(v)
+        pm = row.get(f"{key}_sd", row.get(f"{key}_ci95"))
+        return f"{text} ± {format(pm, fmt.lstrip('+'))}" if pm is not None and fmt else text
+
+    def markdown(self, footer: str = "") -> str:
+        lines = [f"### {self.title}", ""]
+        if self.rows:
+            lines.append("| " + " | ".join(h for _, h, _ in self.columns) + " |")
+            lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+            lines += ["| " + " | ".join(self._cell(r, k, f) for k, _, f in self.columns) + " |" for r in self.rows]
+        lines += [""] + [f"- {n}" for n in self.notes] + ([f"\n<sub>{footer}</sub>"] if footer else [])
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        keys = []
+        for k, _, _ in self.columns:
+            keys += [k] + [f"{k}{s}" for s in ("_sd", "_ci95") if any(r.get(f"{k}{s}") is not None for r in self.rows)]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(keys)
+        for r in self.rows:
+            w.writerow(["" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in keys])
+        return buf.getvalue()
+
+
+def _loss_cols(prefix: str = "") -> list:
+    return [(f"loss_{tag}", f"{prefix}loss {label}", ".3f") for tag, (_, _, label) in zip(("pr", "sn", "spn"), ARMS)]
+
+
+def _arm_losses(idx, v, r, row: dict) -> None:
+    for tag, (arm, budget, _) in zip(("pr", "sn", "spn"), ARMS):
+        row[f"loss_{tag}"], row[f"loss_{tag}_sd"], row[f"seeds_{tag}"] = arm_stat(idx, (v, r, arm, budget))
+
+
+def _gaps(idx, v, r, row: dict, noise) -> None:
+    pr = C.losses(idx, (v, r, "P-R", "N"))
+    for key, budget in (("delta_n", "N"), ("delta_total", "P+N")):
+        s = C.losses(idx, (v, r, "S", budget))
+        if s and pr:
+            e = C.difference(s, pr, noise)
+            row[key], row[f"{key}_ci95"] = e.value, e.half
+
+
+def _ppl_source(rows: list[dict]) -> str | None:
+    sources = sorted({k for r in rows for k in (r.get("ppl") or {})})
+    return "wiki" if "wiki" in sources else (sources[0] if sources else None)
+
+
+def equal_tokens_table(rec: dict, noise: C.Noise) -> Table:
+    rows_in, idx = rec["rows"], C.index(rec["rows"])
+    src = _ppl_source(rows_in)
+    ppl = (lambda r: (r.get("ppl") or {}).get(src))
+    out = []
+    parent = [r for r in rows_in if r.get("arm") == "parent"]
+    if parent:
+        out.append({"method": "parent", "loss_pr": float(np.mean([r["val_loss"] for r in parent])),
+                    "ppl_pr": float(np.mean([ppl(r) for r in parent if ppl(r) is not None] or [math.nan]))})
+    for v in method_order(idx, rec):
+        r = next(k[1] for k in idx if k[0] == v)
+        row = {"method": v, "granularity": C._granularity(idx, v), "ratio": r,
+               "achieved_ratio": arm_stat(idx, (v, r, "P-R", "N"), lambda x: x.get("achieved_ratio"))[0]}
+        _arm_losses(idx, v, r, row)
+        _gaps(idx, v, r, row, noise)
+        row["seeds"] = "/".join(str(row.pop(f"seeds_{t}")) for t in ("pr", "sn", "spn"))
+        for tag, (arm, budget, _) in zip(("pr", "sn", "spn"), ARMS):
+            row[f"ppl_{tag}"] = arm_stat(idx, (v, r, arm, budget), ppl)[0]
+            row[f"acc_{tag}"] = _pct(arm_stat(idx, (v, r, arm, budget), lambda x: x.get("downstream_avg"))[0])
+        out.append(row)
+    cols = [("method", "method", ""), ("granularity", "granularity", ""), ("achieved_ratio", "achieved ratio", ".3f"),
+            ("seeds", "seeds", ""), *_loss_cols(), ("delta_n", "Δ_N = S_N − P-R_N", "+.3f"),
+            ("delta_total", "Δ_total = S_{P+N} − P-R_N", "+.3f"),
+            *[(f"ppl_{t}", f"ppl[{src}] {label}", ".1f") for t, (_, _, label) in zip(("pr", "sn", "spn"), ARMS)]]
+    if any(r.get("acc_pr") is not None for r in out):
+        cols += [(f"acc_{t}", f"avg acc % {label}", ".1f") for t, (_, _, label) in zip(("pr", "sn", "spn"), ARMS)]
+    return Table("equal_tokens", "Equal training tokens (P-R_N vs S_N) and equal total tokens (S_{P+N})", cols, out,
+                 [f"Validation loss on the held-out mix: mean ± s.d. over seeds (seeds = P-R_N/S_N/S_{{P+N}}); "
+                  f"Δ > 0: pruning ahead; Δ ± 95% interval ({noise.source} for single-seed gaps).",
+                  f"Perplexity on the held-out '{src}' source; per-source perplexities: equal_tokens_ppl."])
+
+
+def _pct(x):
+    return None if x is None else 100 * x
+
+
+def equal_tokens_ppl_table(rec: dict) -> Table:
+    idx = C.index(rec["rows"])
+    sources = sorted({k for r in rec["rows"] for k in (r.get("ppl") or {})})
+    parents = [r for r in rec["rows"] if r.get("arm") == "parent"]
+    out = [{"method": "parent", "arm": "", **{s: float(np.mean([r["ppl"][s] for r in parents])) for s in sources}}
+           ] if parents else []
+    for v in method_order(idx, rec):
+        r = next(k[1] for k in idx if k[0] == v)
+        for arm, budget, label in ARMS:
+            if idx.get((v, r, arm, budget)):
+                out.append({"method": v, "arm": label, **{s: arm_stat(idx, (v, r, arm, budget),
+                                                                     lambda x, s=s: (x.get("ppl") or {}).get(s))[0]
+                                                          for s in sources}})
+    return Table("equal_tokens_ppl", "Perplexity per held-out source (equal_tokens; mean over seeds)",
+                 [("method", "method", ""), ("arm", "arm", ""), *[(s, s, ".1f") for s in sources]], out)
+
+
+def equal_tokens_downstream_table(rec: dict) -> Table:
+    idx = C.index(rec["rows"])
+    tasks = sorted({t for r in rec["rows"] for t in (r.get("downstream") or {})})
+    out = []
+    for v in method_order(idx, rec):
+        r = next(k[1] for k in idx if k[0] == v)
+        for arm, budget, label in ARMS:
+            runs = [x for x in idx.get((v, r, arm, budget), {}).values() if x.get("downstream")]
+            if not runs:
+                continue
+            row = {"method": v, "arm": label, "seeds": len(runs)}
+            for t in tasks:
+                vals = [x["downstream"][t]["value"] for x in runs if t in x["downstream"]]
+                row[t] = _pct(float(np.mean(vals))) if vals else None
+            row["avg"] = _pct(arm_stat(idx, (v, r, arm, budget), lambda x: x.get("downstream_avg"))[0])
+            row["avg_ci95"] = _pct(arm_stat(idx, (v, r, arm, budget), lambda x: x.get("downstream_avg_stderr"))[0])
+            row["avg_ci95"] = None if row["avg_ci95"] is None else 1.96 * row["avg_ci95"]
+            n = sum(e["n"] for x in runs[:1] for e in x["downstream"].values())
+            n_total = sum(e["n_total"] for x in runs[:1] for e in x["downstream"].values())
+            row["docs"] = f"subsampled {n:,}/{n_total:,}" if n < n_total else f"full {n_total:,}"
+            out.append(row)
+    notes = ["Accuracy (%) per task (the task's paper metric), average ± 95% (from lm-eval stderr); "
+             "'subsampled n/N': documents evaluated of the task validation sets, summed over tasks."]
+    if not out:
+        notes = ["Downstream tasks were not evaluated in these records (study.downstream_tasks empty or "
+                 "downstream_limit < 0 at this tier); losses and perplexities stand in for accuracy."]
+    return Table("equal_tokens_downstream", "Zero-shot downstream accuracy (equal_tokens)",
+                 [("method", "method", ""), ("arm", "arm", ""), ("seeds", "seeds", ""),
+                  *[(t, t, ".1f") for t in tasks], ("avg", "avg", ".1f"), ("docs", "docs", "")], out, notes)
+
+
+def token_scaling_table(rec: dict, claim2: dict) -> Table:
+    P = rec.get("pretrain_tokens")
+    out = []
+    for m in claim2["per_method"]:
+        for q in m["points"]:
+            frac = C.budget_frac(q["budget"])
+            sd = (lambda d: float(np.std(list(d.values()), ddof=1)) if len(d) > 1 else None)
+            out.append({"method": m["method"], "budget": q["budget"], "train_tokens": int(q["tokens"]),
+                        "paper_equiv": f"{frac * C.PAPER_P_TOKENS / 1e9:g}B" if not math.isnan(frac) else None,
+                        "loss_pr": q["pruned"], "loss_pr_sd": sd(q["pruned_by_seed"]), "loss_s": q["scratch"],
+                        "loss_s_sd": sd(q["scratch_by_seed"]), "delta": q["delta"].value, "delta_ci95": q["delta"].half,
+                        "seeds": len(q["pruned_by_seed"])})
+    return Table("token_scaling", "Token scaling: pruned (P-R_D) vs scratch (S_D) at equal training tokens D",
+                 [("method", "method", ""), ("budget", "budget", ""), ("paper_equiv", "paper (P=200B)", ""),
+                  ("train_tokens", "training tokens", ",d"), ("loss_pr", "loss P-R_D", ".3f"),
+                  ("loss_s", "loss S_D", ".3f"), ("delta", "Δ = S − P-R", "+.3f"), ("seeds", "seeds", "")], out,
+                 [f"Budgets are fractions of our P = {P:,} pretraining tokens; the paper's 10/30/50/250/500B are the "
+                  "same fractions of its P = 200B." if P else "Budgets are fractions of P."])
+
+
+def ratio_sweep_table(rec: dict, noise: C.Noise) -> Table:
+    idx = C.index(rec["rows"])
+    out = []
+    for v in method_order(idx, rec):
+        for r in sorted({k[1] for k in idx if k[0] == v}):
+            row = {"method": v, "granularity": C._granularity(idx, v), "ratio": r,
+                   "achieved_ratio": arm_stat(idx, (v, r, "P-R", "N"), lambda x: x.get("achieved_ratio"))[0]}
+            _arm_losses(idx, v, r, row)
+            _gaps(idx, v, r, row, noise)
+            out.append(row)
+    return Table("ratio_sweep", "Pruning-ratio sweep: equal training tokens (N) and equal total tokens (P+N)",
+                 [("method", "method", ""), ("granularity", "granularity", ""), ("ratio", "ratio", ".2f"),
+                  ("achieved_ratio", "achieved", ".3f"), *_loss_cols(), ("delta_n", "Δ_N", "+.3f"),
+                  ("delta_total", "Δ_total", "+.3f")], out,
+                 ["Δ_N = loss(S_N) − loss(P-R_N); Δ_total = loss(S_{P+N}) − loss(P-R_N); ± 95% interval."])
+
+
+def released_parent_table(rec: dict) -> Table:
+    cols = [("arm", "arm", ""), ("variant", "method", ""), ("parent", "parent", ""), ("budget", "budget", ""),
+            ("ratio", "ratio", ".2f"), ("seed", "seed", ""), ("train_tokens", "training tokens", ",d"),
+            ("val_loss", "val loss", ".3f"), ("downstream_avg", "avg acc", ".3f")]
+    rows = [{k: r.get(k) for k, _, _ in cols} for r in rec["rows"]]
+    return Table("released_parent", "Released vs custom parent", cols, rows)
+
+
+def paper_vs_ours(scaling: dict | None, claim2: dict | None, equal: dict | None) -> tuple[Table, Table]:
+    """The paper's Figure 1 numbers (paper-notes §6) beside ours at the same fractions of P."""
+    ours = {m["method"]: {round(C.budget_frac(q["budget"]) * 200, 6): q for q in m["points"]}
+            for m in (claim2 or {}).get("per_method", [])}
+    loss = []
+    for v, tab in C.PAPER_FIG1_LOSS.items():
+        first_p = next(iter(tab.values()))
+        mine = ours.get(v, {})
+        first_o = mine.get(min(mine), None) if mine else None
+        for b, (s, p) in tab.items():
+            q = mine.get(b)
+            loss.append({"method": v, "paper_tokens": f"{b}B", "paper_s": s, "paper_p": p, "paper_delta": s - p,
+                         "paper_rel": (s - p) / (first_p[0] - first_p[1]), "our_budget": q and q["budget"],
+                         "our_tokens": q and int(q["tokens"]), "our_s": q and q["scratch"], "our_p": q and q["pruned"],
+                         "our_delta": q and q["delta"].value, "our_delta_ci95": q and q["delta"].half,
+                         "our_rel": q["delta"].value / first_o["delta"].value
+                         if q and first_o and first_o["delta"].value else None})
+    parent = [r["val_loss"] for r in (scaling or {}).get("rows", []) if r.get("arm") == "parent"]
+    loss.append({"method": "parent (base model)", "paper_tokens": "200B", "paper_p": C.PAPER_BASE_LOSS,
+                 "our_budget": "P", "our_tokens": (scaling or {}).get("pretrain_tokens"),
+                 "our_p": float(np.mean(parent)) if parent else None})
+    idx = C.index((equal or {}).get("rows") or [])
+    acc = []
+    for v, (p, s) in C.PAPER_FIG1_ACC.items():
+        ratio = next((k[1] for k in idx if k[0] == v), None)
+        a_p = _pct(arm_stat(idx, (v, ratio, "P-R", "N"), lambda x: x.get("downstream_avg"))[0])
+        a_s = _pct(arm_stat(idx, (v, ratio, "S", "P+N"), lambda x: x.get("downstream_avg"))[0])
+        lp, ls = (arm_stat(idx, (v, ratio, a, b))[0] for a, b in (("P-R", "N"), ("S", "P+N")))
+        acc.append({"method": v, "paper_p": p, "paper_s": s, "paper_s_minus_p": s - p, "our_acc_p": a_p,
+                    "our_acc_s": a_s, "our_acc_s_minus_p": None if a_p is None or a_s is None else a_s - a_p,
+                    "our_loss_delta_total": None if lp is None or ls is None else ls - lp})
+    t1 = Table("paper_vs_ours", "Paper Figure 1 (left) vs ours: validation loss at equal training tokens",
+               [("method", "method", ""), ("paper_tokens", "paper tokens", ""), ("paper_s", "paper S", ".2f"),
+                ("paper_p", "paper P-R", ".2f"), ("paper_delta", "paper Δ", "+.2f"),
+                ("paper_rel", "paper Δ/Δ₁₀B", ".2f"),
+                ("our_budget", "our budget", ""), ("our_tokens", "our tokens", ",d"), ("our_s", "our S", ".3f"),
+                ("our_p", "our P-R", ".3f"), ("our_delta", "our Δ", "+.3f"), ("our_rel", "our Δ/Δ_first", ".2f")],
+               loss,
+               ["Paper values read from Figure 1's pixels (±0.01); the Δ labels printed on it: " +
+                ", ".join(f"{v} {a:.2f} → {b:.2f}" for v, (a, b) in C.PAPER_FIG1_DELTA.items()) + ". Absolute losses are not comparable (different model, data, tokenizer); compare the sign of Δ and "
+                "how it shrinks (Δ relative to the smallest budget)."])
+    t2 = Table("paper_vs_ours_acc", "Paper Figure 1 (right) vs ours: equal total tokens, P-R_N vs S_{P+N}",
+               [("method", "method", ""), ("paper_p", "paper pruned %", ".1f"), ("paper_s", "paper scratch %", ".1f"),
+                ("paper_s_minus_p", "paper S−P", "+.1f"), ("our_acc_p", "our pruned %", ".1f"),
+                ("our_acc_s", "our scratch %", ".1f"), ("our_acc_s_minus_p", "our S−P", "+.1f"),
+                ("our_loss_delta_total", "our Δ_total (loss)", "+.3f")], acc,
+               ["Paper: average accuracy of P200-R50 vs S250; ours: average downstream accuracy of P-R_N vs S_{P+N} "
+                "(— where not evaluated) and the loss gap Δ_total = loss(S_{P+N}) − loss(P-R_N) "
+                "(> 0: pruned ahead)."])
+    return t1, t2
+
+
+def _tokens(x) -> str:
+    if x is None:
+        return "∞"
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def catch_up_rows(per_method: list[dict]) -> list[dict]:
+    rows = []
+    for name, cu in per_method:
+        if not cu or cu.get("model") is None:
+            rows.append({"method": name, "status": (cu or {}).get("status", "no data")})
+            continue
+        lo, hi = cu["ci95"]
+        alt = cu["alternative"]
+        rows.append({"method": name, "model": cu["model"], "range": f"{_tokens(cu['fitted_range'][0])}–"
+                     f"{_tokens(cu['fitted_range'][1])}", "d_star": _tokens(cu["d_star"]),
+                     "ci": "none (no crossing in ≥ 97.5%)" if lo is None else f"{_tokens(lo)} – {_tokens(hi)}",
+                     "status": cu["status"],
+                     "alt": f"{alt['model']}: {_tokens(alt['d_star'])} ({alt['status']})"})
+    return rows
+
+
+def claims_markdown(result: dict, footer: str) -> str:
+    """claims.md: one table of verdicts, a paragraph per claim, and the catch-up estimates."""
+    lines = ["# The paper's claims, checked against our records", "",
+             "Δ = loss(scratch) − loss(pruned), so Δ > 0 means pruning is ahead; intervals are 95%. "
+             f"Noise yardstick for single-seed comparisons: {result['noise']['source']}.", "",
+             "| # | claim | paper | ours (effect, 95%) | verdict |", "|---|---|---|---|---|"]
+    for c in result["claims"]:
+        lines.append(f"| {c['id']} | {c['name']} | {c['paper']} | {c['effect']} | **{c['verdict']}** |")
+    lines.append("")
+    for c in result["claims"]:
+        lines += [f"## Claim {c['id']}: {c['name']} — {c['verdict']}", "", c["text"], ""]
+        if c["id"] == 4 and any(m.get("accuracy") for m in c["per_method"]):
+            acc = "; ".join(f"{m['method']} {m['accuracy']['scratch_minus_pruned_points']:+.1f}"
+                            + (f" ± {1.96 * m['accuracy']['stderr_points']:.1f}" if m["accuracy"]["stderr_points"]
+                               else "") for m in c["per_method"] if m.get("accuracy"))
+            lines += [f"Average downstream accuracy, scratch S_{{P+N}} minus pruned P-R_N (points): {acc}.", ""]
+    scaling = next(c for c in result["claims"] if c["id"] == 2)
+    ours = catch_up_rows([(m["method"], m.get("catch_up")) for m in scaling["per_method"]])
+    paper = catch_up_rows([(f"paper {v}", cu) for v, cu in result["paper_catch_up"].items()])
+    lines += ["## Beyond the paper: when does scratch catch up?", "",
+              "The training budget D* at which scratch's validation loss meets the pruned model's, at equal "
+              "training tokens. " + C.CATCH_UP_MODEL, "",
+              "| method | model | fitted range | D* | 95% bootstrap | status | other model |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r.get('model', '—')} | {r.get('range', '—')} | {r.get('d_star', '—')} | "
+              f"{r.get('ci', '—')} | {r['status']} | {r.get('alt', '—')} |" for r in ours + paper]
+    lines += ["", "∞ = no crossing within 1000x the largest budget. The 'paper' rows apply the same fit to the "
+              "paper's Figure 1 values (tokens in the paper's units).", "", f"<sub>{footer}</sub>", ""]
+    return "\n".join(lines)
