@@ -341,6 +341,8 @@ def gaps(rows: list[dict]):
     helps) and S_{P+N} - P-R_N (equal total tokens), averaged over seeds."""
     import pandas as pd
     df = table(rows)
+    if df.empty:
+        return df
     df = df[df.arm != "parent"]
     if df.empty:
         return df
