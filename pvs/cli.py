@@ -9,6 +9,7 @@
     pvs downstream --tier cpu --run DIR [--limit N]            the eight zero-shot tasks through lm-eval
     pvs study    --tier cpu [--experiment NAME] [--figures-only] the experiments as papermill notebooks
     pvs shapes   --tier cpu [--search]      target-shape table of the parent at ratios 0.5-0.8
+    pvs check-accelerate configs/accelerate/ddp_1node.yaml --num_processes 8
     pvs plan     --tier paper               every run of the study with steps, tokens, FLOPs, GPU-hours
     pvs show     --tier cpu                 print the resolved config
 
@@ -178,6 +179,12 @@ def cmd_shapes(args) -> None:
     print(f"written: pvs/prune/shapes/{name}.json")
 
 
+def cmd_check_accelerate(args) -> None:
+    from pvs.plan import check_accelerate_config
+    check_accelerate_config(args.file, num_processes=args.num_processes)
+    print(f"{args.file}: matches this machine")
+
+
 def cmd_plan(args) -> None:
     from pvs.plan import format_plan
     print(format_plan(resolve_config(args), gpu=args.gpu, mfu=args.mfu, rounding=args.rounding))
@@ -197,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                                ("downstream", cmd_downstream, "zero-shot tasks through lm-eval"),
                                ("study", cmd_study, "run the experiment notebooks and the figures"),
                                ("shapes", cmd_shapes, "target-shape table of the parent at ratios 0.5-0.8"),
-                               ("plan", cmd_plan, "dry-run plan of every run with its cost")]:
+                               ("plan", cmd_plan, "dry-run plan of every run with its cost"),
+                               ("check-accelerate", cmd_check_accelerate,
+                                "check an accelerate config against this machine before launching")]:
         p = sub.add_parser(name, help=helptext)
         _common(p)
         p.set_defaults(fn=fn)
@@ -223,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "study":
             p.add_argument("--experiment", action="append", default=[], help="run only this experiment (repeatable)")
             p.add_argument("--figures-only", action="store_true", help="re-render tables and figures from metrics")
+        if name == "check-accelerate":
+            p.add_argument("file", help="an accelerate config, e.g. configs/accelerate/ddp_1node.yaml")
+            p.add_argument("--num_processes", type=int, default=None, help="as passed to accelerate launch")
         if name == "plan":
             p.add_argument("--gpu", default="H100", help="GPU to estimate hours for (H100, H200, A100)")
             p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
