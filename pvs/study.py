@@ -11,7 +11,6 @@ shared, a rerun skips finished arms, and a changed setting re-runs only what dep
 """
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -201,11 +200,15 @@ def run_arms(cfg: RunConfig, arms: list[Arm]) -> list[Path]:
     data = stages.prepare_data(cfg)
     for variant, ratio in dict.fromkeys((a.variant, a.ratio) for a in arms):
         prune(cfg, data, variant, ratio)
+    # arms that are the same run (scratch arms of methods reaching one architecture) run once
+    unique = list({arm_dir(cfg, a): a for a in reversed(arms)}.items())[::-1]
     if cfg.study.workers <= 1:
-        return [run_arm(cfg, a) for a in arms]
-    with ProcessPoolExecutor(cfg.study.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, to_dict(cfg), asdict(a)) for a in arms]
-        return [Path(f.result()) for f in futures]
+        done = {d: run_arm(cfg, a) for d, a in unique}
+    else:
+        with ProcessPoolExecutor(cfg.study.workers, mp_context=get_context("spawn")) as pool:
+            futures = {d: pool.submit(_worker, to_dict(cfg), asdict(a)) for d, a in unique}
+            done = {d: Path(f.result()) for d, f in futures.items()}
+    return [done[arm_dir(cfg, a)] for a in arms]
 
 
 # ------------------------------------------------------------------ experiments

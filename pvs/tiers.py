@@ -44,10 +44,11 @@ def _cpu() -> RunConfig:
         budget=BudgetConfig(pretrain_tokens=800_000, retrain_tokens=200_000),
         # The headline subset that fits an hour on 2 cores: every figure, every granularity, the Figure-1
         # methods; configs/full_grid.yaml (reproduce.sh --full) runs every method, budget and ratio.
-        study=StudyConfig(methods=["minitron-depth", "minitron-width", "sheared-llama", "sparsegpt", "sparsegpt-2:4"],
+        study=StudyConfig(methods=["minitron-depth", "shortgpt", "minitron-width", "flap", "sheared-llama",
+                                   "sparsegpt", "sparsegpt-2:4"],
                           scaling_methods=["minitron-depth", "minitron-width"], scaling_fracs=[0.05, 0.25, 1.25],
                           sweep_methods=["minitron-depth", "minitron-width"], sweep_ratios=[0.5, 0.7],
-                          headline_seeds=[0, 1, 2], calib_samples=64, calib_seq_len=256, downstream_limit=40,
+                          headline_seeds=[0, 1, 2], calib_samples=64, calib_seq_len=256, downstream_limit=80,
                           workers=2),
     )
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from pvs.config import TrainConfig, to_dict
 from pvs.errors import check
-from pvs.records import atomic_write_json, read_json, write_record
+from pvs.records import read_json, write_record
 from pvs.tokens import TokenStream
 
 
@@ -95,13 +95,47 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
           masks: dict | None = None, desc: str = "train", extra_record: dict | None = None) -> dict:
     """Train ``model`` on ``tokens`` tokens of ``stream``; write ``out_dir/model`` (save_pretrained),
     ``out_dir/metrics.jsonl`` and ``out_dir/train.json``. A finished run is not redone: its record is returned."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     record_path = out_dir / "train.json"
     if record_path.is_file():
         return read_json(record_path)
+    with run_lock(out_dir):
+        if record_path.is_file():  # checked again under the lock
+            return read_json(record_path)
+        return _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record)
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path):
+    """One writer per run directory: a second process training the same run gets a one-line error
+    instead of interleaving checkpoints (a lock left by a dead process is taken over)."""
+    from accelerate.state import PartialState
+    if PartialState().process_index != 0:  # under accelerate launch only the main process locks
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / ".lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = int(lock.read_text().strip() or 0)
+        alive = pid > 0 and os.path.exists(f"/proc/{pid}")
+        check(not alive, f"run {str(out_dir)!r} is being trained by process {pid}; wait for it or stop it")
+        lock.unlink()
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> dict:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    record_path = out_dir / "train.json"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
@@ -145,7 +179,7 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
             kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start_step]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
 
-    t0, t_last, tok_last = time.time(), time.time(), 0
+    t0 = time.time()
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not acc.is_main_process,
                mininterval=2.0, dynamic_ncols=True)
     loss_val = float("nan")
