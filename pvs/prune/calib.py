@@ -185,3 +185,19 @@ def _causal_mask(config, h: torch.Tensor, position_ids: torch.Tensor):
 
     return create_causal_mask(config=config, inputs_embeds=h, attention_mask=None, cache=None,
                               position_ids=position_ids)
+
+
+@torch.no_grad()
+def forward_with_hooks(model: nn.Module, calib: torch.Tensor, batch_size: int, handles: list) -> None:
+    """Run the whole model over ``calib`` in micro-batches (eval mode) so the forward hooks in ``handles``
+    see every calibration token; the hooks are removed and the training mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for s in range(0, calib.shape[0], batch_size):
+            model(input_ids=calib[s:s + batch_size].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)

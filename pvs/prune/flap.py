@@ -31,7 +31,7 @@ import torch
 
 from pvs.errors import check
 from pvs.model import param_counts
-from pvs.prune.calib import check_calib
+from pvs.prune.calib import check_calib, forward_with_hooks
 from pvs.prune.depth import check_batch_size, check_options
 from pvs.prune.registry import PruneResult, check_ratio, register
 from pvs.prune.surgery import decoder, head_dim, layer_widths, prune_width, result_info
@@ -72,16 +72,7 @@ def input_moments(model, calib: torch.Tensor, batch_size: int = 8) -> list[dict[
         stats.append(st)
         handles.append(o.register_forward_pre_hook(lambda _m, a, st=st: st["o_proj"].add(a[0])))
         handles.append(down.register_forward_pre_hook(lambda _m, a, st=st: st["down_proj"].add(a[0])))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for s in range(0, calib.shape[0], batch_size):
-            model(input_ids=calib[s:s + batch_size].to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, calib, batch_size, handles)
     return stats
 
 

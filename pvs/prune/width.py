@@ -27,7 +27,7 @@ import torch
 
 from pvs.errors import check
 from pvs.model import ModelShape, param_counts, shape_of
-from pvs.prune.calib import check_calib
+from pvs.prune.calib import check_calib, forward_with_hooks
 from pvs.prune.depth import check_batch_size, check_options
 from pvs.prune.registry import PruneResult, check_ratio, register
 from pvs.prune.shapes import DEFAULT_TOLERANCE, check_reachable, shape_dict, target_shape
@@ -71,16 +71,7 @@ def activation_importance(model, calib: torch.Tensor, batch_size: int = 8, heads
         handles.append(layer.mlp.down_proj.register_forward_pre_hook(ffn_hook(i)))
         if heads:
             handles.append(layer.self_attn.o_proj.register_forward_pre_hook(head_hook(i)))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for s in range(0, calib.shape[0], batch_size):
-            model(input_ids=calib[s:s + batch_size].to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, calib, batch_size, handles)
     return {"hidden": hidden, "ffn": ffn, "heads": head_scores if heads else None}
 
 
