@@ -109,8 +109,7 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
 def run_lock(out_dir: Path):
     """One writer per run directory: a second process training the same run gets a one-line error
     instead of interleaving checkpoints (a lock left by a dead process is taken over)."""
-    from accelerate.state import PartialState
-    if PartialState().process_index != 0:  # under accelerate launch only the main process locks
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun only rank 0 locks
         yield
         return
     out_dir.mkdir(parents=True, exist_ok=True)
