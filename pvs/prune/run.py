@@ -11,6 +11,8 @@ peak memory). A finished directory is returned as is, never overwritten.
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import hashlib
 import os
 import threading
@@ -23,6 +25,13 @@ from pvs.errors import check
 from pvs.model import param_counts, require_llama
 from pvs.prune.registry import check_ratio, get_method, parse_variant
 from pvs.records import read_json, sha256_dir, write_record
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS at entry may include freed memory
+        pass
 
 
 class PeakMemory:
@@ -44,6 +53,8 @@ class PeakMemory:
 
     def __enter__(self):
         self.cuda = torch.cuda.is_available()
+        gc.collect()
+        _malloc_trim()  # hand freed memory back to the OS, so RSS at entry is live memory only
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
