@@ -38,7 +38,7 @@ def stream_loss(model: torch.nn.Module, stream: TokenStream, seq_len: int, max_t
         nonlocal total, count
         x = torch.stack([b[0] for b in batch]).to(device)
         y = torch.stack([b[1] for b in batch]).to(device)
-        logits = model(input_ids=x).logits.float()
+        logits = model(input_ids=x, use_cache=False).logits.float()
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()
 

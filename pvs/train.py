@@ -190,7 +190,7 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
             x, y = x.to(acc.device), y.to(acc.device)
             sync = acc.no_sync(model) if k < n_micro - 1 else contextlib.nullcontext()
             with sync, acc.autocast():
-                logits = model(input_ids=x).logits
+                logits = model(input_ids=x, use_cache=False).logits
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
                 acc.backward(loss / n_micro)
             loss_sum += loss.detach() / n_micro

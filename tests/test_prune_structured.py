@@ -392,3 +392,16 @@ def test_bad_input_raises_pvs_error(parent, calib):
         table_shape("llama3.1-8b", 0.55, "width")
     with pytest.raises(PvsError, match="token ids"):
         get_method("flap").fn(parent, calib.float(), 0.5)
+
+
+def test_depth_pruning_works_on_parents_whose_config_enables_the_kv_cache():
+    # released parents (SmolLM2 from GGUF) ship use_cache=True; scoring a model with layers removed
+    # must not build a cache sized for the full depth
+    from pvs.model import ModelShape, build_model
+    from pvs.prune.registry import get_method
+    model = build_model(ModelShape(n_layers=4, hidden=64, n_heads=8, n_kv_heads=2, head_dim=8, ffn=128, vocab=256))
+    model.config.use_cache = True
+    calib = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0))
+    for name in ("minitron-depth", "shortgpt"):
+        result = get_method(name).fn(model, calib, 0.5)
+        assert result.model.config.num_hidden_layers == 2

@@ -196,7 +196,7 @@ def forward_with_hooks(model: nn.Module, calib: torch.Tensor, batch_size: int, h
     device = next(model.parameters()).device
     try:
         for s in range(0, calib.shape[0], batch_size):
-            model(input_ids=calib[s:s + batch_size].to(device))
+            model(input_ids=calib[s:s + batch_size].to(device), use_cache=False)
     finally:
         for h in handles:
             h.remove()

@@ -57,7 +57,7 @@ def calibration_loss(model, calib: torch.Tensor, batch_size: int = 8) -> float:
     try:
         for s in range(0, calib.shape[0], batch_size):
             x = calib[s:s + batch_size].to(_device(model))
-            logits = model(input_ids=x).logits[:, :-1].float()
+            logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
             total += F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="sum").item()
             count += x[:, 1:].numel()
     finally:
@@ -113,7 +113,7 @@ def block_influence(model, calib: torch.Tensor, batch_size: int = 8) -> list[flo
     try:
         for s in range(0, calib.shape[0], batch_size):
             x = calib[s:s + batch_size]
-            model(input_ids=x.to(_device(model)))
+            model(input_ids=x.to(_device(model)), use_cache=False)
             n_tokens += x.numel()
     finally:
         for h in handles:

@@ -213,7 +213,7 @@ def _train(model, parent: ModelShape, masks: L0Masks, batches, total_steps: int,
                     g["lr"] = base * _schedule(step, total_steps, warmup)
                 gates.z = masks.sample(noise)
                 with amp:
-                    logits = model(input_ids=batch).logits
+                    logits = model(input_ids=batch, use_cache=False).logits
                 lm_loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                           batch[:, 1:].reshape(-1))
                 lag_loss, stats = masks.lagrangian(min(1.0, step / warmup), constraint)
