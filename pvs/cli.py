@@ -144,7 +144,8 @@ def cmd_downstream(args) -> None:
     run = Path(args.run) if args.run else parent_dir(cfg, args.runs and Path(args.runs))
     model_dir = run / "model" if (run / "model").is_dir() else run
     limit = args.limit if args.limit is not None else (cfg.study.downstream_limit or None)
-    rec = evaluate_downstream(str(model_dir), limit=limit, tasks=args.tasks or cfg.study.downstream_tasks)
+    rec = evaluate_downstream(str(model_dir), limit=limit, tasks=args.tasks or cfg.study.downstream_tasks,
+                              backend=args.backend)
     print(summary_table(rec))
 
 
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--run", default=None, help="run directory or model directory (default: the parent)")
             p.add_argument("--limit", type=int, default=None, help="documents per task (default: the tier's)")
             p.add_argument("--tasks", nargs="*", default=None, help="task names (default: the paper's eight)")
+            p.add_argument("--backend", default="packed", choices=["packed", "hflm"],
+                           help="packed: each context once, choices packed after it; hflm: lm-eval's HFLM")
         if name == "study":
             p.add_argument("--experiment", action="append", default=[], help="run only this experiment (repeatable)")
             p.add_argument("--figures-only", action="store_true", help="re-render tables and figures from metrics")

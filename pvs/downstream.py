@@ -35,6 +35,10 @@ from pvs.tasks import EXTRA_TASKS, PAPER_TASKS, TASKS, get_spec, prepare_tasks
 
 ALL8 = PAPER_TASKS
 SOURCES = ("local", "hub")
+BACKENDS = ("packed", "hflm")
+"""How log-likelihoods are computed: ``packed`` (``pvs.packed_lm.PackedLM``: each context once, its
+answer choices packed after it; same numbers, several times fewer tokens) or ``hflm`` (lm-eval's
+HFLM as shipped). Tasks, prompts and metrics are lm-eval's either way."""
 BOOTSTRAP_ITERS = 1000  # only LAMBADA perplexity is bootstrapped; accuracies have closed-form stderr
 
 
@@ -55,12 +59,18 @@ def subset_indices(n_total: int, limit: int | None, seed: int) -> list[int] | No
 def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = None, seed: int = 0,
                         batch_size: int = 16, cache_dir: str | Path | None = None,
                         checkpoint_hash: str | None = None, source: str = "local", lambada: bool = True,
-                        device: str | None = None, out_path: str | Path | None = None) -> dict:
+                        device: str | None = None, out_path: str | Path | None = None,
+                        backend: str = "packed") -> dict:
     """Evaluate ``model`` zero-shot on ``tasks`` and return (and cache) the result record.
 
     model: a transformers causal LM (with ``tokenizer``), a path to a saved checkpoint folder,
     or an ``lm_eval.api.model.LM`` (then ``checkpoint_hash`` is required). ``lambada`` adds the
-    LAMBADA extra. ``out_path`` also writes the record there (e.g. a run folder).
+    LAMBADA extra. ``out_path`` also writes the record there (e.g. a run folder). ``backend``: one
+    of ``BACKENDS``.
+
+    Every scored request is also stored as it completes in lm-eval's request cache (one SQLite file
+    per checkpoint, backend and device under ``<cache>/downstream/requests/``), so a long run that
+    is stopped resumes where it was: asking again scores only the requests not yet stored.
     """
     task_names = _check_tasks(tasks)
     if lambada:
@@ -70,6 +80,7 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool), f"seed={seed!r} must be an integer")
     check(source in SOURCES, f"source={source!r} is not one of {list(SOURCES)}")
     check(isinstance(batch_size, int) and batch_size > 0, f"batch_size={batch_size!r} must be a positive integer")
+    check(backend in BACKENDS, f"backend={backend!r} is not one of {list(BACKENDS)}")
 
     model, tokenizer, checkpoint = _resolve_model(model, tokenizer, checkpoint_hash)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,7 +89,8 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     prepared = prepare_tasks(cache_root / "tasks") if source == "local" else None
     settings = {"tasks": task_names, "limit": None if limit is None else int(limit), "seed": int(seed),
                 "num_fewshot": 0, "batch_size": batch_size, "device": torch.device(device).type,
-                "source": source, "lm_eval": lm_eval.__version__, "bootstrap_iters": BOOTSTRAP_ITERS,
+                "source": source, "backend": checkpoint.get("lm_class", backend),
+                "lm_eval": lm_eval.__version__, "bootstrap_iters": BOOTSTRAP_ITERS,
                 "data": {t: prepared.manifest["tasks"][t]["sha256"] for t in task_names} if prepared else "hub"}
     key = _hash({"checkpoint": checkpoint["hash"], **settings, "tasks": sorted(task_names)})
     record_path = cache_root / "downstream" / f"{key}.json"
@@ -106,16 +118,22 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     for t in task_names:
         splits[t], n_total[t], chosen[t] = _take_subset(loaded[lm_names[t]], limit, seed)
 
-    lm = _wrap(model, tokenizer, device, batch_size)
+    lm = _wrap(model, tokenizer, device, batch_size, backend)
+    request_cache = (cache_root / "downstream" / "requests"
+                     / f"{checkpoint['hash']}-{settings['backend']}-{torch.device(device).type}")
+    request_cache.parent.mkdir(parents=True, exist_ok=True)
+    resumed = Path(f"{request_cache}_rank0.db").is_file()
     start = time.time()
     with _no_bootstrap_pool():
         out = lm_eval.simple_evaluate(model=lm, tasks=[loaded[lm_names[t]] for t in task_names],
                                       task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
-                                      log_samples=False, num_fewshot=None)
+                                      log_samples=False, num_fewshot=None, use_cache=str(request_cache))
     wall = time.time() - start
 
     record = {"kind": "downstream", "key": key, "checkpoint": checkpoint, "settings": settings,
-              "lm_eval_version": lm_eval.__version__, "wall_time_s": round(wall, 1), "tasks": {}}
+              "lm_eval_version": lm_eval.__version__, "wall_time_s": round(wall, 1),
+              "resumed": resumed,  # some requests may have come from an earlier, stopped run
+              "tasks": {}}
     for t in task_names:
         spec, name = get_spec(t), lm_names[t]
         res = out["results"][name]
@@ -215,13 +233,16 @@ def weights_hash(model: torch.nn.Module, tokenizer=None) -> str:
     return h.hexdigest()[:16]
 
 
-def _wrap(model, tokenizer, device, batch_size):
+def _wrap(model, tokenizer, device, batch_size, backend):
     from lm_eval.api.model import LM
     if isinstance(model, LM):
         return model
-    from lm_eval.models.huggingface import HFLM
+    if backend == "packed":
+        from pvs.packed_lm import PackedLM as wrapper
+    else:
+        from lm_eval.models.huggingface import HFLM as wrapper
     model = model.to(device).eval()
-    return HFLM(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+    return wrapper(pretrained=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
 
 
 @contextmanager
@@ -276,6 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--source", default="local", choices=SOURCES)
+    ap.add_argument("--backend", default="packed", choices=BACKENDS,
+                    help="packed: each context once with its choices packed after it; hflm: lm-eval's HFLM")
     ap.add_argument("--no-lambada", action="store_true", help="skip the LAMBADA extra")
     ap.add_argument("--out", default=None, help="also write the record here")
     args = ap.parse_args(argv)
@@ -286,7 +309,7 @@ def main(argv=None) -> int:
         tasks = [t for t in args.tasks.split(",") if t]
         record = evaluate_downstream(model, tok, tasks=tasks, limit=args.limit, seed=args.seed,
                                      batch_size=args.batch_size, source=args.source,
-                                     lambada=not args.no_lambada,
+                                     lambada=not args.no_lambada, backend=args.backend,
                                      out_path=args.out)
     except PvsError as e:
         print(f"error: {e}")

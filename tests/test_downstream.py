@@ -181,4 +181,6 @@ def test_bad_input_is_one_line(tmp_path):
             evaluate_downstream(model, byte_tokenizer(), limit=bad, cache_dir=tmp_path)
     with pytest.raises(PvsError, match="source="):
         evaluate_downstream(model, byte_tokenizer(), source="web", cache_dir=tmp_path)
+    with pytest.raises(PvsError, match=r"backend='vllm' is not one of \['packed', 'hflm'\]"):
+        evaluate_downstream(model, byte_tokenizer(), backend="vllm", cache_dir=tmp_path)
 
