@@ -93,9 +93,10 @@ def _loss_panel(ax, m: dict, parent: float | None, P: float | None, annotate: bo
                         arrowprops={"arrowstyle": "<->", "color": "0.2", "lw": 1, "shrinkA": 0, "shrinkB": 0})
         ax.text(x[0] * 1.1, (s[0] + p[0]) / 2, f"Δ = {s[0] - p[0]:.2f}", ha="left", va="center", fontsize=9,
                 fontweight="bold", color="0.15")
-        # the curves meet at the right: the label goes below them
-        ax.annotate(f"Δ = {s[last] - p[last]:.2f}", xy=(x[last], min(s[last], p[last])), xytext=(-4, -14),
-                    textcoords="offset points", ha="right", va="top", fontsize=9, fontweight="bold", color="0.15")
+        # at the right the label sits inside the gap, left of its arrow (below it would hit the tick labels)
+        ax.annotate(f"Δ = {s[last] - p[last]:.2f}", xy=(x[last], (s[last] + p[last]) / 2), xytext=(-6, 0),
+                    textcoords="offset points", ha="right", va="center", fontsize=9, fontweight="bold",
+                    color="0.15", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
     _token_axis(ax, x, P)
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(f"{pretty(m['method'])} (ratio {pts[0]['ratio']:g})")
