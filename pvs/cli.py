@@ -126,7 +126,6 @@ def cmd_prune(args) -> None:
 
 def cmd_train(args) -> None:
     from pvs import study
-    from pvs.stages import prepare_data
     cfg = resolve_config(args)
     tokens = int(float(args.tokens)) if args.tokens else cfg.budget.retrain_tokens
     arm = study.Arm(args.init, args.method, args.ratio, tokens, "N", args.seed)
@@ -181,7 +180,7 @@ def cmd_shapes(args) -> None:
 
 
 def cmd_check_accelerate(args) -> None:
-    from pvs.plan import check_accelerate_config
+    from pvs.accelerate_check import check_accelerate_config
     check_accelerate_config(args.file, num_processes=args.num_processes)
     print(f"{args.file}: matches this machine")
 

@@ -331,11 +331,13 @@ def iter_split(out_dir: str | Path, split: str, source: str | None = None) -> It
 
 
 if __name__ == "__main__":  # python -m pvs.corpus [OUT_DIR]: build the default corpus, print its sources
-    import sys
+    import argparse
 
     from pvs.config import DataConfig
 
-    manifest = build_corpus(sys.argv[1] if len(sys.argv) > 1 else "data/cache/corpus-default", DataConfig())
+    ap = argparse.ArgumentParser(prog="python -m pvs.corpus", description="build the default offline corpus")
+    ap.add_argument("out_dir", nargs="?", default="data/cache/corpus-default", help="where to write it")
+    manifest = build_corpus(ap.parse_args().out_dir, DataConfig())
     for src, t in manifest["totals"].items():
         print(f"{src:12s} docs {t['docs']:6d}  chars {t['chars']:11,d}  MB {t['bytes'] / 1e6:6.2f}")
     print(f"total docs {sum(t['docs'] for t in manifest['totals'].values())}, chars "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pvs import claims as C
+from pvs.catchup import CATCH_UP_MODEL
 
 GRANULARITY_ORDER = ("depth", "width", "sparse")
 ARMS = (("P-R", "N", "P-R_N"), ("S", "N", "S_N"), ("S", "P+N", "S_{P+N}"))
@@ -339,7 +340,7 @@ def claims_markdown(result: dict, footer: str) -> str:
     paper = catch_up_rows([(f"paper {v}", cu) for v, cu in result["paper_catch_up"].items()])
     lines += ["## Beyond the paper: when does scratch catch up?", "",
               "The training budget D* at which scratch's validation loss meets the pruned model's, at equal "
-              "training tokens. " + C.CATCH_UP_MODEL, "",
+              "training tokens. " + CATCH_UP_MODEL, "",
               "| method | model | fitted range | D* | 95% bootstrap | status | other model |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r.get('model', '—')} | {r.get('range', '—')} | {r.get('d_star', '—')} | "

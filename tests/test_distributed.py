@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from helpers import TINY, synthetic_stream
 from pvs.errors import PvsError
 from pvs.model import build_model
-from pvs.plan import check_accelerate_config
+from pvs.accelerate_check import check_accelerate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "accelerate"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pvs import claims as C
+from pvs.catchup import catch_up
 from pvs import report
 from pvs.errors import PvsError
 
@@ -234,10 +235,10 @@ def test_catch_up_finds_a_placed_crossing(tmp_path):
     assert cu["d_star"] == pytest.approx(36 * d0, rel=0.03)
     # three budgets: the log-linear gap model; Δ = 0.1 ln(D*/D) with D* = 5e5
     D = [1e5, 3e5, 1e6]
-    fit = C.catch_up(D, [{0: 4.0 + 0.1 * math.log(5e5 / d)} for d in D], [{0: 4.0}] * 3)
+    fit = catch_up(D, [{0: 4.0 + 0.1 * math.log(5e5 / d)} for d in D], [{0: 4.0}] * 3)
     assert fit["model"] == "log-linear gap" and fit["d_star"] == pytest.approx(5e5, rel=1e-6)
     # a gap that stays flat and positive never crosses
-    flat = C.catch_up(D, [{0: 4.3}] * 3, [{0: 4.0}] * 3)
+    flat = catch_up(D, [{0: 4.3}] * 3, [{0: 4.0}] * 3)
     assert flat["d_star"] is None and flat["status"].startswith("no crossing within the fitted range")
 
 
