@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pvs.errors import PvsError, check
-from pvs.records import REPO_ROOT, read_json, sha256_dir, write_record
+from pvs.records import REPO_ROOT, code_version, read_json, sha256_dir, write_record
 from pvs.tasks import EXTRA_TASKS, PAPER_TASKS, TASKS, get_spec, prepare_tasks
 
 ALL8 = PAPER_TASKS
@@ -82,6 +82,7 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     check(isinstance(batch_size, int) and batch_size > 0, f"batch_size={batch_size!r} must be a positive integer")
     check(backend in BACKENDS, f"backend={backend!r} is not one of {list(BACKENDS)}")
 
+    code = code_version()  # the code that computes the numbers, not the checkout at the end of a long run
     model, tokenizer, checkpoint = _resolve_model(model, tokenizer, checkpoint_hash)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     import lm_eval
@@ -130,7 +131,7 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
                                       log_samples=False, num_fewshot=None, use_cache=str(request_cache))
     wall = time.time() - start
 
-    record = {"kind": "downstream", "key": key, "checkpoint": checkpoint, "settings": settings,
+    record = {"kind": "downstream", "key": key, "code": code, "checkpoint": checkpoint, "settings": settings,
               "lm_eval_version": lm_eval.__version__, "wall_time_s": round(wall, 1),
               "resumed": resumed,  # some requests may have come from an earlier, stopped run
               "tasks": {}}

@@ -109,7 +109,9 @@ def now() -> str:
 def write_record(path: str | Path, record: dict, overwrite: bool = False) -> dict:
     """Write a result record with provenance (code version, environment, time) added.
 
-    A finished record is never replaced silently: pass ``overwrite=True`` to replace it.
+    A finished record is never replaced silently: pass ``overwrite=True`` to replace it. Long jobs put
+    the ``code_version()`` taken when they *started* in ``record["code"]``; the commit at write time may
+    already be a later one.
     """
     path = Path(path)
     if path.exists() and not overwrite:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pvs.config import RunConfig, config_hash, to_dict
 from pvs.errors import check
-from pvs.records import REPO_ROOT, read_json, write_record
+from pvs.records import REPO_ROOT, code_version, read_json, write_record
 
 CACHE = Path(os.environ.get("PVS_CACHE", REPO_ROOT / "data" / "cache"))
 RUNS = Path(os.environ.get("PVS_RUNS", REPO_ROOT / "runs"))
@@ -101,8 +101,10 @@ def evaluate(cfg: RunConfig, run_dir: Path, data: DataHandle, overwrite: bool = 
         return read_json(path)
     model_dir = Path(run_dir) / "model"
     check(model_dir.is_dir(), f"no trained model in {str(model_dir)!r}; run its training stage first")
+    code = code_version()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     result = evaluate_heldout(model, data.shards, cfg.eval)
+    result["code"] = code
     result["checkpoint"] = {"dir": str(model_dir), "sha256": sha256_dir(model_dir, "*.safetensors")}
     result["eval_config"] = to_dict(cfg.eval)
     result["data"] = {name: read_json(Path(p).with_suffix(".json")) for name, p in data.shards.items()

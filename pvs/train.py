@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from pvs.config import TrainConfig, to_dict
 from pvs.errors import check
-from pvs.records import read_json, write_record
+from pvs.records import code_version, read_json, write_record
 from pvs.tokens import TokenStream
 
 
@@ -74,12 +74,13 @@ def _mask_pairs(model: torch.nn.Module, masks: dict | None) -> list:
     return [(params[n], m.to(params[n].device, dtype=params[n].dtype)) for n, m in masks.items()]
 
 
-def _save_checkpoint(ckpt_dir: Path, step: int, model, optimizer) -> None:
+def _save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, code_segments: list) -> None:
     """One file per checkpoint, written atomically; only the newest is kept."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step-{step:08d}.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp)
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "code_segments": code_segments}, tmp)
     os.replace(tmp, path)
     for old in ckpt_dir.glob("step-*.pt"):
         if old != path:
@@ -155,13 +156,15 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
 
     optimizer = make_optimizer(model, cfg)
     ckpt_dir = out_dir / "checkpoints"
-    start_step = 0
+    start_step, code_segments = 0, []
     latest = _latest_checkpoint(ckpt_dir)
     if latest is not None:
         state = torch.load(latest, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_step = state["step"]
+        start_step, code_segments = state["step"], state.get("code_segments", [])
+    # which code trained which steps: one entry per (re)start, taken now, not when the record is written
+    code_segments = code_segments + [{"from_step": start_step, **code_version()}]
     pairs = _mask_pairs(model, masks)
     # FSDP shards parameters in prepare(); the mask pairs would point at the unsharded tensors
     check(not (masks and acc.distributed_type.name == "FSDP"),
@@ -222,7 +225,7 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
         if done % cfg.checkpoint_every == 0 and done < total_steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                _save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer)
+                _save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer, code_segments)
     bar.close()
     wall = time.time() - t0
 
@@ -238,7 +241,8 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
             "data": {"shard": str(stream.path), "tokens": len(stream), "sha256": stream.meta.get("sha256")},
             "train_config": to_dict(cfg), "precision": precision, "processes": world,
             "final_loss": loss_val, "wall_s": round(wall, 1), "resumed_from_step": start_step,
-            "sparse": bool(masks), **(extra_record or {}),
+            "sparse": bool(masks), "code": code_segments[-1], "code_segments": code_segments,
+            **(extra_record or {}),
         }
         write_record(record_path, record)
         shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -105,6 +105,9 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
 
     rec = json.loads((tmp_path / "killed" / "train.json").read_text())
     assert rec["resumed_from_step"] > 0
+    # provenance of each segment, taken when it started: the killed one and the resumed one
+    assert [c["from_step"] for c in rec["code_segments"]] == [0, rec["resumed_from_step"]]
+    assert rec["code"] == rec["code_segments"][-1] and rec["code"]["commit"]
     a = load_file(tmp_path / "full" / "model" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

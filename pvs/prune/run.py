@@ -24,7 +24,7 @@ import torch
 from pvs.errors import check
 from pvs.model import param_counts, require_llama
 from pvs.prune.registry import check_ratio, get_method, parse_variant
-from pvs.records import read_json, sha256_dir, write_record
+from pvs.records import code_version, read_json, sha256_dir, write_record
 
 
 def _malloc_trim() -> None:
@@ -114,13 +114,14 @@ def prune_to_dir(parent: torch.nn.Module, variant: str, ratio: float, calib: tor
     record_path = out_dir / "prune.json"
     if record_path.is_file():
         return read_json(record_path)
+    code = code_version()  # taken before the (possibly long) pruning, not when the record is written
     result, measured = prune_model(parent, variant, ratio, calib, options)
     name, _ = parse_variant(variant)
     model_dir = save_pruned(result, out_dir)
     parent_counts, counts = param_counts(parent), param_counts(result.model)
     record = {
         "method": name, "variant": variant, "granularity": get_method(name).granularity,
-        "ratio": ratio, "options": options or {},
+        "ratio": ratio, "options": options or {}, "code": code,
         "parent_params": parent_counts, "params": counts,
         "achieved_ratio": 1 - (counts["nonzero"] - (parent_counts["total"] - parent_counts["non_embedding"])
                                if result.masks else counts["non_embedding"]) / parent_counts["non_embedding"],
