@@ -10,7 +10,7 @@ Both paths score the same seeded subset of documents of the same offline tasks (
 - in-memory, packed (pvs's default): ``evaluate_downstream`` on the model object with
   ``pvs.packed_lm.PackedLM`` (each context once, its answer choices packed after it);
 - in-memory, HFLM: the same call with lm-eval's HFLM as shipped;
-- command line: ``lm_eval --model hf --model_args pretrained=<saved dir> --device cpu --include_path
+- command line: ``lm_eval --model hf --model_args pretrained=<saved dir> --device <cpu|cuda> --include_path
   <task yaml dir> --tasks ... --samples <the same indices>``, timed end to end as a user runs it
   (process start, imports and model load included, which is most of its cost on small subsets).
 Requests are counted on the in-memory run (one per answer choice; LAMBADA is left out).
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both paths use it)")
     args = ap.parse_args()
 
     import torch
@@ -86,7 +87,7 @@ def main() -> None:
                 return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
 
         start = time.time()
-        lm = Counting(pretrained=model, tokenizer=tok, device="cpu", batch_size=args.batch_size)
+        lm = Counting(pretrained=model, tokenizer=tok, device=args.device, batch_size=args.batch_size)
         recs[name] = evaluate_downstream(lm, tasks=tasks, limit=args.limit, seed=args.seed, lambada=False,
                                          cache_dir=work / "cache", checkpoint_hash=f"bench-{args.model}-{name}")
         walls[name] = time.time() - start
@@ -102,7 +103,7 @@ def main() -> None:
     samples = {k: v for k, v in samples.items() if v is not None}
     # lm-eval 0.4.13 rejects device= inside --model_args (it also passes its own --device)
     cmd = [str(REPO / ".venv" / "bin" / "lm_eval"), "--model", "hf",
-           "--model_args", f"pretrained={saved},dtype=float32", "--device", "cpu",
+           "--model_args", f"pretrained={saved},dtype=float32", "--device", args.device,
            "--include_path", str(prepared.yaml_dir), "--tasks", ",".join(get_spec(t).local_name for t in tasks),
            "--batch_size", str(args.batch_size), "--output_path", str(work / "cli")]
     cmd += ["--samples", json.dumps(samples)] if samples else []
@@ -116,7 +117,7 @@ def main() -> None:
     cli_scores = _cli_scores(work / "cli", tasks)
 
     print(f"model={args.model} tasks={','.join(tasks)} limit={args.limit} batch={args.batch_size} "
-          f"threads={args.threads} requests={n_requests}")
+          f"threads={args.threads} device={args.device} requests={n_requests}")
     print(f"{'path':24s} {'wall s':>8s} {'req/s':>8s}")
     rows = [("in-memory, packed (pvs)", walls["packed"]), ("in-memory, HFLM", walls["hflm"]),
             ("lm_eval command line", cli)]

@@ -6,8 +6,8 @@
 #   PEAK_TFLOPS=989 bash bench/gpu_check.sh     # peak for a GPU the script does not know
 #   BENCH_SECONDS=60 bash bench/gpu_check.sh    # a shorter throughput run
 #
-# Each stage has a hard time limit (smoke 210 s, throughput probe 75 s, throughput run 180 s), so the whole
-# check ends within ~8 minutes. The smoke run writes to a temporary PVS_RUNS (a cached run would be skipped,
+# Each stage has a hard time limit (smoke 210 s, throughput probe 75 s, throughput run 180 s, downstream
+# 150 s), so the whole check ends within ~10 minutes. The smoke run writes to a temporary PVS_RUNS (a cached run would be skipped,
 # and the repository's runs/ stays untouched); built data in data/cache is reused.
 #
 # MFU = (tokens/s x pvs.model.flops_per_token) / peak: bench/bench_train.py prints the achieved FLOP/s
@@ -76,4 +76,9 @@ tok_s="$(parse "$out" tok_s)"; gflops="$(parse "$out" gflops)"
 awk -v t="$tok_s" -v g="$gflops" -v p="$PEAK_TFLOPS" -v name="$GPU_NAME" 'BEGIN {
     printf "\nresult: %s tokens/s, %.1f TFLOP/s achieved = MFU %.1f%% of %s bf16 dense peak %g TFLOP/s\n",
            t, g / 1000, 100 * g / (p * 1000), name, p }'
+
+stage "downstream on CUDA: PackedLM vs HFLM vs the lm_eval command line, SmolLM2-135M, 100 docs per task"
+timeout 150 "$PY" bench/bench_eval.py --model smollm2-135m --device cuda --tasks arc_easy,boolq,hellaswag,piqa \
+    --limit 100 --batch-size 32 2>&1 | grep -E '^(model=|path|in-memory|lm_eval|same scores)' \
+    || die "bench_eval.py on CUDA failed or ran past 150 s"
 echo "gpu_check.sh: done in $(( $(date +%s) - start )) s"
