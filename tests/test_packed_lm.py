@@ -56,12 +56,16 @@ def assert_same(a, b, tol=1e-4):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
-def test_same_loglikelihoods_as_hflm(model, tok, batch_size):
+def test_same_loglikelihoods_as_hflm(model, tok, batch_size, monkeypatch):
+    calls = []
+    monkeypatch.setattr(PackedLM, "_score_packed", lambda self, g, _f=PackedLM._score_packed: calls.append(1)
+                        or _f(self, g))
     reqs = requests(model, tok)
     ref = HFLM(pretrained=model, tokenizer=tok, device="cpu", batch_size=4).loglikelihood(reqs, disable_tqdm=True)
     got = PackedLM(pretrained=model, tokenizer=tok, device="cpu", batch_size=batch_size).loglikelihood(
         reqs, disable_tqdm=True)
     assert_same(ref, got)
+    assert calls  # the packed path ran (not HFLM's fallback)
     assert got[0] == pytest.approx(got[3], rel=1e-6)
 
 
@@ -120,3 +124,15 @@ def test_same_task_results_and_resume_from_the_request_cache(model, tok, tmp_pat
     monkeypatch.setattr(PackedLM, "_score_packed", no_scoring)
     again = evaluate_downstream(model, tok, backend="packed", **kw)
     assert again["resumed"] and not again.get("from_cache") and again["tasks"] == packed["tasks"]
+
+
+def test_other_architectures_take_hflms_path(tok):
+    """A model outside the Llama family (GPT-2: learned positions, its own attention) is not packed."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2)).eval()
+    assert not packable(gpt2)
+    reqs = requests(gpt2, tok)
+    ref = HFLM(pretrained=gpt2, tokenizer=tok, device="cpu", batch_size=4).loglikelihood(reqs, disable_tqdm=True)
+    got = PackedLM(pretrained=gpt2, tokenizer=tok, device="cpu", batch_size=4).loglikelihood(reqs, disable_tqdm=True)
+    assert_same(ref, got)
