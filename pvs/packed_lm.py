@@ -19,8 +19,9 @@ is HFLM's own, so tasks, prompts and metrics are unchanged.
     lm = PackedLM(pretrained=model, tokenizer=tok, device="cpu", batch_size=16)
     lm_eval.simple_evaluate(model=lm, tasks=[...])
 
-Models whose logits are more than ``lm_head(decoder(x))`` (soft-capping, logit scales) and
-requests longer than the model's window fall back to HFLM's path.
+Models whose logits are more than ``lm_head(decoder(x))`` (soft-capping, logit scales), models
+loaded with an attention kernel that takes no 4-D mask (flash-attention), and requests longer than
+the model's window fall back to HFLM's path.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def packable(model) -> bool:
     """Whether ``PackedLM`` may score ``model`` with packed sequences (else it uses HFLM's path)."""
     config = getattr(model, "config", None)
     return (getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES
+            # flash-attention kernels take no arbitrary 4-D mask
+            and getattr(config, "_attn_implementation", None) in (None, "eager", "sdpa")
             and getattr(config, "final_logit_softcapping", None) is None
             and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None)
 

@@ -132,6 +132,9 @@ def test_other_architectures_take_hflms_path(tok):
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2)).eval()
     assert not packable(gpt2)
+    flash = build_model(ModelShape(n_layers=1, hidden=16, n_heads=2, n_kv_heads=1, head_dim=8, ffn=32, vocab=64))
+    flash.config._attn_implementation = "flash_attention_2"  # set by hand: no kernel is loaded on a CPU
+    assert not packable(flash)
     reqs = requests(gpt2, tok)
     ref = HFLM(pretrained=gpt2, tokenizer=tok, device="cpu", batch_size=4).loglikelihood(reqs, disable_tqdm=True)
     got = PackedLM(pretrained=gpt2, tokenizer=tok, device="cpu", batch_size=4).loglikelihood(reqs, disable_tqdm=True)
