@@ -249,28 +249,35 @@ def _trend(rec: dict, noise: Noise, x_of, what: str, fit_catch_up: bool) -> list
     return per
 
 
+def _trend_claim(claim_id: int, name: str, paper: str, per: list[dict], subject: str, unit: str, short: str,
+                 first_at, last_at, last_delta) -> dict:
+    """A trend claim's record: per-method slopes of Δ_N along ``subject``, stated per ``unit`` (``short`` in the
+    effect line); ``first_at``/``last_at`` name the end points, ``last_delta`` formats the last point's Δ."""
+    text = "; ".join(f"{m['method']}: Δ {m['points'][0]['delta'].value:+.3f} at {first_at(m['points'][0])} -> "
+                     f"{last_delta(m['points'][-1]['delta'])} at {last_at(m['points'][-1])}, slope "
+                     f"{m['slope'].text()} per {unit} ({m['verdict']})" for m in per if m["slope"])
+    return {"id": claim_id, "name": name, "paper": paper,
+            "verdict": overall([m["verdict"] for m in per]), "per_method": per,
+            "effect": ", ".join(f"{m['method']} {m['slope'].text()}/{short}" for m in per if m["slope"]) or "no data",
+            "text": f"Slope of Δ_N vs {subject} (negative = shrinking). {text}."}
+
+
 def claim_token_trend(rec: dict, noise: Noise) -> dict:
     per = _trend(rec, noise, lambda r, t: math.log10(t), "10x tokens", True)
-    text = "; ".join(f"{m['method']}: Δ {m['points'][0]['delta'].value:+.3f} at {m['points'][0]['budget']} -> "
-                     f"{m['points'][-1]['delta'].value:+.3f} at {m['points'][-1]['budget']}, slope "
-                     f"{m['slope'].text()} per 10x tokens ({m['verdict']})" for m in per if m["slope"])
-    return {"id": 2, "name": "the advantage shrinks as training tokens grow",
-            "paper": "Δ falls from 0.39 to 0.04 (depth) and 0.49 to 0.09 (width) from 10B to 500B tokens",
-            "verdict": overall([m["verdict"] for m in per]), "per_method": per,
-            "effect": ", ".join(f"{m['method']} {m['slope'].text()}/10x" for m in per if m["slope"]) or "no data",
-            "text": f"Slope of Δ_N vs log10(training tokens) per scaling method (negative = shrinking). {text}."}
+    return _trend_claim(2, "the advantage shrinks as training tokens grow",
+                        "Δ falls from 0.39 to 0.04 (depth) and 0.49 to 0.09 (width) from 10B to 500B tokens",
+                        per, "log10(training tokens) per scaling method", "10x tokens", "10x",
+                        first_at=lambda p: p["budget"], last_at=lambda p: p["budget"],
+                        last_delta=lambda d: f"{d.value:+.3f}")
 
 
 def claim_ratio_trend(rec: dict, noise: Noise) -> dict:
     per = _trend(rec, noise, lambda r, t: 10 * r, "+0.1 ratio", False)
-    text = "; ".join(f"{m['method']}: Δ {m['points'][0]['delta'].value:+.3f} at ratio {m['points'][0]['ratio']:g} -> "
-                     f"{m['points'][-1]['delta'].text()} at {m['points'][-1]['ratio']:g}, slope {m['slope'].text()} "
-                     f"per +0.1 ratio ({m['verdict']})" for m in per if m["slope"])
-    return {"id": 3, "name": "the advantage shrinks as the pruning ratio rises",
-            "paper": "the gap narrows with the ratio and nearly vanishes at 0.8 (numbers not published)",
-            "verdict": overall([m["verdict"] for m in per]), "per_method": per,
-            "effect": ", ".join(f"{m['method']} {m['slope'].text()}/+0.1" for m in per if m["slope"]) or "no data",
-            "text": f"Slope of Δ_N vs pruning ratio per sweep method (negative = shrinking). {text}."}
+    return _trend_claim(3, "the advantage shrinks as the pruning ratio rises",
+                        "the gap narrows with the ratio and nearly vanishes at 0.8 (numbers not published)",
+                        per, "pruning ratio per sweep method", "+0.1 ratio", "+0.1",
+                        first_at=lambda p: f"ratio {p['ratio']:g}", last_at=lambda p: f"{p['ratio']:g}",
+                        last_delta=lambda d: d.text())
 
 
 def _pool(ests: list[Estimate], name: str) -> Estimate | None:
