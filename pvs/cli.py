@@ -13,8 +13,9 @@
     pvs plan     --tier paper               every run of the study with steps, tokens, FLOPs, GPU-hours
     pvs show     --tier cpu                 print the resolved config
 
-Every verb takes --tier NAME, --config FILE.yaml and --set section.field=value (repeatable).
-Bad input prints one line, `error: ...`, and exits with status 2.
+Every verb takes --tier NAME, --config FILE.yaml, --set section.field=value (repeatable), --runs DIR
+and -v (library logs and progress bars). Bad input prints one line, `error: ...`, and exits with
+status 2; Ctrl-C prints one line and exits with 130.
 """
 from __future__ import annotations
 
@@ -24,10 +25,33 @@ import sys
 import warnings
 from pathlib import Path
 
-from pvs.errors import PvsError
+from pvs.errors import PvsError, check
+
+
+METHODS_HELP = ("depth: minitron-depth, shortgpt; width: minitron-width, flap, sheared-llama; sparse: sparsegpt, "
+                "wanda, magnitude, each also as NAME-2:4 or NAME-4:8 (N:M semi-structured)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): `error: pvs VERB: message`."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _token_count(text: str) -> int:
+    """A positive number of tokens, written as 2000000, 2e6 or 2_000_000."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid token count {text!r} (allowed: a positive number, e.g. 2e6)")
+    if not (value >= 1 and value.is_integer()):
+        raise argparse.ArgumentTypeError(f"invalid token count {text!r} (allowed: a positive whole number, e.g. 2e6)")
+    return int(value)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="show library logs and progress bars")
     p.add_argument("--tier", default="cpu", help="smoke | cpu | gpu | paper (default: cpu)")
     p.add_argument("--config", default=None, help="YAML file of overrides (same nesting as the config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -64,7 +88,7 @@ def cmd_pretrain(args) -> None:
     from pvs.stages import evaluate, prepare_data, pretrain
     cfg = resolve_config(args)
     data = prepare_data(cfg)
-    out = pretrain(cfg, data, args.runs and Path(args.runs))
+    out = pretrain(cfg, data)
     rec = json.loads((out / "train.json").read_text())
     print(f"parent: {out}  steps {rec['steps']}  tokens {rec['tokens']:,}  final train loss {rec['final_loss']:.4f}"
           f"  ({rec['wall_s']} s)")
@@ -73,84 +97,117 @@ def cmd_pretrain(args) -> None:
 
 
 def _print_eval(res: dict) -> None:
-    print(f"validation loss (held-out pretraining mix): {res['val_loss']:.4f}  ({res['val_tokens']:,} tokens)")
+    print(f"validation loss (token-weighted over every held-out source): {res['val_loss']:.4f}  "
+          f"({res['val_tokens']:,} tokens)")
     for src, ppl in res["ppl"].items():
         label = res.get("stand_ins", {}).get(src, src)
-        print(f"  perplexity {src:>12}: {ppl:10.2f}   {label}")
+        print(f"  {src:>12}: loss {res['loss'][src]:.4f}  perplexity {ppl:10.2f}  ({res['tokens'][src]:,} tokens)"
+              f"   {label}")
 
 
 def cmd_eval(args) -> None:
     from pvs.stages import evaluate, parent_dir, prepare_data
     cfg = resolve_config(args)
     data = prepare_data(cfg)
-    run = Path(args.run) if args.run else parent_dir(cfg, args.runs and Path(args.runs))
+    run = Path(args.run) if args.run else parent_dir(cfg)
     _print_eval(evaluate(cfg, run, data, overwrite=args.overwrite))
 
 
 def cmd_baseline(args) -> None:
-    from pvs.perplexity import bigram_cross_entropy, unigram_cross_entropy, unigram_entropy
-    from pvs.stages import prepare_data
-    from pvs.tokens import TokenStream
+    import math
+    from pvs.stages import baselines, prepare_data
     cfg = resolve_config(args)
     data = prepare_data(cfg)
-    train, valid = TokenStream(data.shards["pretrain"]), TokenStream(data.shards["valid"])
-    v = len(data.tokenizer)
-    print(json.dumps({"unigram_entropy_pretrain": unigram_entropy(train, v),
-                      "unigram_entropy_valid": unigram_entropy(valid, v),
-                      "unigram_model_loss_on_valid": unigram_cross_entropy(train, valid, v),
-                      "bigram_model_loss_on_valid": bigram_cross_entropy(train, valid, v,
-                                                                         TokenStream(data.shards["calib"])),
-                      "uniform_loss": __import__("math").log(v)}, indent=2))
+    b = baselines(cfg, data)
+    print(f"count-based baselines fitted on the parent's P = {b['fit_tokens']:,} pretraining tokens, scored on "
+          f"the validation loss's own {b['scored_tokens']:,} tokens (every held-out source):")
+    print(f"  uniform over {len(data.tokenizer):,} tokens: {math.log(len(data.tokenizer)):.4f}")
+    print(f"  unigram (add-one):                {b['unigram']:.4f}")
+    if "bigram" in b:
+        print(f"  bigram (interpolated, lambda {b['bigram_lambda']}): {b['bigram']:.4f}")
+    print("a trained parent must at least match the bigram for the equal-total-tokens claim to be testable")
 
 
 def cmd_prune(args) -> None:
-    from pvs.prune.run import prune_to_dir
+    from pvs.prune.registry import check_ratio, parse_variant
+    from pvs.prune.run import check_cached, prune_to_dir
+    from pvs.records import read_json
     from pvs.stages import prepare_data
     from pvs import study
     cfg = resolve_config(args)
+    parse_variant(args.method)
+    check_ratio(args.ratio)
     if args.parent:
         from pvs.config import merge
         cfg = merge(cfg, {"study": {"parent": args.parent}})
-    data = prepare_data(cfg)
+    study.check_parent_exists(cfg)  # before spending time on data
     if args.out:
-        parent = study.load_parent_model(cfg, data)
-        rec = prune_to_dir(parent, args.method, args.ratio, study.calib_tokens(cfg, data), args.out)
         out = Path(args.out)
+        options = study._prune_options(cfg, args.method, args.ratio)
+        if (out / "prune.json").is_file():  # reuse only what was asked, complete; before loading anything
+            rec = check_cached(read_json(out / "prune.json"), out, args.method, args.ratio, options)
+        else:
+            data = prepare_data(cfg)
+            rec = prune_to_dir(study.load_parent_model(cfg, data), args.method, args.ratio,
+                               study.calib_tokens(cfg, data), out, options,
+                               provenance={"parent": cfg.study.parent or study.stages.parent_dir(cfg).name},
+                               tokenizer=study.parent_tokenizer(cfg, data))
     else:
-        out = study.prune(cfg, data, args.method, args.ratio)
-        rec = json.loads((out / "prune.json").read_text())
+        out = study.prune(cfg, prepare_data(cfg), args.method, args.ratio)
+        rec = read_json(out / "prune.json")
     print(f"{args.method} at ratio {args.ratio}: achieved {rec['achieved_ratio']:.4f} of non-embedding parameters "
           f"removed; {rec['params']['total']:,} params ({rec['params']['nonzero']:,} nonzero); {rec['wall_s']} s, "
           f"peak memory +{rec['peak_memory_mb']} MB -> {out}")
 
 
 def cmd_train(args) -> None:
-    from pvs import study
+    from pvs import stages, study
+    from pvs.prune.registry import check_ratio, parse_variant
     cfg = resolve_config(args)
-    tokens = int(float(args.tokens)) if args.tokens else cfg.budget.retrain_tokens
+    parse_variant(args.method)
+    check_ratio(args.ratio)
+    study.check_parent_exists(cfg)
+    tokens = args.tokens or cfg.budget.retrain_tokens
     arm = study.Arm(args.init, args.method, args.ratio, tokens, "N", args.seed)
     run = study.run_arm(cfg, arm)
     rec = json.loads((run / "train.json").read_text())
     print(f"{args.init} {args.method} r{args.ratio}: {rec['tokens']:,} tokens, final train loss {rec['final_loss']:.4f}"
           f" -> {run}")
-    _print_eval(json.loads((run / "eval.json").read_text()))
+    _print_eval(stages.evaluate(cfg, run, stages.prepare_data(cfg)))
 
 
 def cmd_downstream(args) -> None:
-    from pvs.downstream import evaluate_downstream, summary_table
+    from pvs.downstream import _check_tasks, evaluate_downstream, summary_table
     from pvs.stages import parent_dir
     cfg = resolve_config(args)
-    run = Path(args.run) if args.run else parent_dir(cfg, args.runs and Path(args.runs))
+    run = Path(args.run) if args.run else parent_dir(cfg)
+    from pvs.checkpoint import load_model, load_tokenizer
     model_dir = run / "model" if (run / "model").is_dir() else run
+    check(model_dir.is_dir(), f"--run {str(run)!r} does not exist; allowed: a run folder holding model/ or a model folder")
     limit = args.limit if args.limit is not None else (cfg.study.downstream_limit or None)
-    rec = evaluate_downstream(str(model_dir), limit=limit, tasks=args.tasks or cfg.study.downstream_tasks,
+    check(limit is None or limit > 0, f"--limit {limit} must be a positive number of documents per task")
+    _check_tasks(args.tasks or cfg.study.downstream_tasks)
+    tokenizer = load_tokenizer(model_dir)
+    if tokenizer is None:  # models written before pvs saved tokenizers beside them: the tier's own
+        from pvs.stages import prepare_data
+        tokenizer = prepare_data(cfg).tokenizer
+    load_model(model_dir, "model")  # a damaged checkpoint: one line, before lm-eval starts
+    rec = evaluate_downstream(str(model_dir), tokenizer, limit=limit, tasks=args.tasks or cfg.study.downstream_tasks,
                               backend=args.backend)
     print(summary_table(rec))
 
 
 def cmd_study(args) -> None:
     from pvs.notebooks import run_study
+    from pvs.prune.registry import parse_variant
     cfg = resolve_config(args)
+    s = cfg.study
+    for field in ("methods", "scaling_methods", "sweep_methods"):  # up front, not inside a notebook
+        for v in getattr(s, field):
+            try:
+                parse_variant(v)
+            except PvsError as e:
+                raise PvsError(f"study.{field}: {e}") from None
     run_study(cfg, args.tier, experiments=args.experiment or None, figures_only=args.figures_only,
               overrides=args.overrides, config_file=args.config)
 
@@ -179,6 +236,16 @@ def cmd_shapes(args) -> None:
     print(f"written: pvs/prune/shapes/{name}.json")
 
 
+def cmd_tasks(args) -> None:
+    from pvs.tasks import PAPER_TASKS, TASKS, prepare_tasks
+    prepared = prepare_tasks()
+    names = ",".join(TASKS[t].local_name for t in PAPER_TASKS)
+    print(f"offline task definitions: {prepared.yaml_dir}")
+    print("score any saved model (pvs writes its tokenizer beside it) with the lm-eval command line:")
+    print(f"  lm_eval --model hf --model_args pretrained=MODEL_DIR,trust_remote_code=True "
+          f"--include_path {prepared.yaml_dir} --tasks {names} --device cpu --batch_size 16")
+
+
 def cmd_check_accelerate(args) -> None:
     from pvs.accelerate_check import check_accelerate_config
     check_accelerate_config(args.file, num_processes=args.num_processes)
@@ -191,9 +258,9 @@ def cmd_plan(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pvs", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="verb", required=True)
+    parser = _Parser(prog="pvs", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     for name, fn, helptext in [("show", cmd_show, "print the resolved config"),
                                ("data", cmd_data, "build corpus, tokenizer and token shards"),
                                ("pretrain", cmd_pretrain, "pretrain the parent"),
@@ -205,16 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
                                ("study", cmd_study, "run the experiment notebooks and the figures"),
                                ("shapes", cmd_shapes, "target-shape table of the parent at ratios 0.5-0.8"),
                                ("plan", cmd_plan, "dry-run plan of every run with its cost"),
+                               ("tasks", cmd_tasks, "prepare the offline task copies; print the lm_eval command line"),
                                ("check-accelerate", cmd_check_accelerate,
                                 "check an accelerate config against this machine before launching")]:
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, description=f"pvs {name}: {helptext}. " + VERB_NOTES.get(name, ""))
         _common(p)
         p.set_defaults(fn=fn)
         if name == "pretrain":
             p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
         if name in ("prune", "train"):
-            p.add_argument("--method", required=True, help="e.g. minitron-depth, flap, sparsegpt-2:4 (see pvs/prune)")
-            p.add_argument("--ratio", type=float, default=0.5, help="fraction of non-embedding params removed")
+            p.add_argument("--method", required=True, help=f"pruning method; allowed: {METHODS_HELP}")
+            p.add_argument("--ratio", type=float, default=0.5,
+                           help="fraction of the parent's non-embedding parameters removed, in (0, 1) (default 0.5)")
         if name == "shapes":
             p.add_argument("--parent", default=None, help="a released parent (default: the tier's own)")
             p.add_argument("--search", action="store_true", help="choose by calibration loss (needs forward passes)")
@@ -223,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", default=None, help="output directory (default: runs/<tier>/pruned/...)")
         if name == "train":
             p.add_argument("--init", choices=["pruned", "scratch"], default="pruned")
-            p.add_argument("--tokens", default=None, help="training tokens (default: budget.retrain_tokens)")
+            p.add_argument("--tokens", type=_token_count, default=None,
+                           help="training tokens, e.g. 2e6 (default: budget.retrain_tokens)")
             p.add_argument("--seed", type=int, default=0)
         if name == "downstream":
             p.add_argument("--run", default=None, help="run directory or model directory (default: the parent)")
@@ -248,12 +318,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+VERB_NOTES = {
+    "prune": "Writes runs/<tier>/pruned/<method>-r<ratio>-<hash>/ (or --out DIR): model/ (weights, tokenizer, "
+             "masks) and prune.json. A folder holding another result is refused, never overwritten.",
+    "train": "P-R (--init pruned) reads the retrain split from the pruned weights; S (--init scratch) the pretrain "
+             "split from a fresh init of the same shape. Output under runs/<tier>/arms/.",
+    "study": "Runs the experiment notebooks (equal_tokens, token_scaling, ratio_sweep, released_parent), then "
+             "renders every table and figure into figures/<tier>/.",
+}
+
+
+def _quiet_libraries() -> None:
+    """Library noise (load bars, aggregation warnings) off unless -v."""
+    import logging
+    import os
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("lm-eval", "lm_eval", "transformers", "datasets", "accelerate", "papermill", "traitlets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="(transformers|lm_eval|datasets|accelerate|jupyter_client|ipywidgets)")
+
+
+def _os_error(e: OSError) -> str:
+    """One line for a failed file operation: what, where, and what to do."""
+    where = f" {e.filename!r}" if e.filename else ""
+    return f"{e.strerror or e}:{where} (need a writable folder with free space; nothing was half-written)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_libraries()
     try:
+        if args.runs:
+            import os
+            runs = Path(args.runs)
+            if runs.exists() and not runs.is_dir():
+                raise PvsError(f"--runs {args.runs!r} is a file; allowed: a folder (created if missing)")
+            os.environ["PVS_RUNS"] = str(runs.absolute())  # read by pvs.paths; inherited by notebooks
         args.fn(args)
     except PvsError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"error: {_os_error(e)}", file=sys.stderr)
         return 2
     return 0
 

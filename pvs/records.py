@@ -7,6 +7,7 @@ a finished record silently.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pvs.errors import PvsError
+from pvs.errors import PvsError, check
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pvs.paths import REPO_ROOT  # noqa: F401  (re-exported: older imports take it from here)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -94,11 +95,24 @@ def code_version() -> dict:
     return {"pvs": __version__, "commit": commit, "dirty": dirty}
 
 
+PACKAGES = ("torch", "transformers", "lm_eval", "accelerate", "numpy", "tokenizers", "safetensors", "datasets")
+"""The packages whose versions every record names (requirements.lock pins them all)."""
+
+
+def package_versions() -> dict:
+    import importlib.metadata as md
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def environment() -> dict:
     import torch
-    import transformers
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "machine": platform.machine(),
+    return {"python": platform.python_version(), **package_versions(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -122,3 +136,28 @@ def write_record(path: str | Path, record: dict, overwrite: bool = False) -> dic
     full.setdefault("written_at", now())
     atomic_write_json(path, full)
     return full
+
+
+@contextlib.contextmanager
+def dir_lock(out_dir: Path):
+    """One writer per run directory: a second process working on the same run (training, pruning) gets
+    a one-line error instead of interleaving its files (a lock left by a dead process is taken over)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun only rank 0 locks
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / ".lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = int(lock.read_text().strip() or 0)
+        alive = pid > 0 and os.path.exists(f"/proc/{pid}")
+        check(not alive, f"run {str(out_dir)!r} is being written by process {pid}; wait for it or stop it")
+        lock.unlink()
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

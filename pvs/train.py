@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pvs.checkpoint import save_model
 from pvs.config import TrainConfig, to_dict
 from pvs.errors import check
-from pvs.records import code_version, read_json, write_record
+from pvs.records import code_version, dir_lock, read_json, write_record
 from pvs.tokens import TokenStream
 
 
@@ -79,12 +80,31 @@ def _save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, code_segments:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step-{step:08d}.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "code_segments": code_segments}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "code_segments": code_segments}, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # disk full or interrupted: leave no half-written checkpoint behind
+        tmp.unlink(missing_ok=True)
+        raise
     for old in ckpt_dir.glob("step-*.pt"):
         if old != path:
             old.unlink()
+
+
+def _log_lines(path: Path) -> list[str]:
+    """The complete lines of a metrics log; a line torn by a kill mid-write (the last one) is dropped,
+    since resuming rewrites everything after the checkpoint anyway."""
+    if not path.is_file():
+        return []
+    lines = []
+    for ln in path.read_text().splitlines():
+        try:
+            if isinstance(json.loads(ln).get("step"), int):
+                lines.append(ln)
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    return lines
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -93,45 +113,25 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens: int, out_dir: str | Path,
-          masks: dict | None = None, desc: str = "train", extra_record: dict | None = None) -> dict:
-    """Train ``model`` on ``tokens`` tokens of ``stream``; write ``out_dir/model`` (save_pretrained),
+          masks: dict | None = None, desc: str = "train", extra_record: dict | None = None,
+          tokenizer=None) -> dict:
+    """Train ``model`` on ``tokens`` tokens of ``stream``; write ``out_dir/model`` (save_pretrained, with
+    ``tokenizer`` beside the weights when given),
     ``out_dir/metrics.jsonl`` and ``out_dir/train.json``. A finished run is not redone: its record is returned."""
     out_dir = Path(out_dir)
     record_path = out_dir / "train.json"
     if record_path.is_file():
         return read_json(record_path)
-    with run_lock(out_dir):
+    with dir_lock(out_dir):
         if record_path.is_file():  # checked again under the lock
             return read_json(record_path)
-        return _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record)
+        return _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record, tokenizer)
 
 
-@contextlib.contextmanager
-def run_lock(out_dir: Path):
-    """One writer per run directory: a second process training the same run gets a one-line error
-    instead of interleaving checkpoints (a lock left by a dead process is taken over)."""
-    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun only rank 0 locks
-        yield
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lock = out_dir / ".lock"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        pid = int(lock.read_text().strip() or 0)
-        alive = pid > 0 and os.path.exists(f"/proc/{pid}")
-        check(not alive, f"run {str(out_dir)!r} is being trained by process {pid}; wait for it or stop it")
-        lock.unlink()
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
+run_lock = dir_lock  # one writer per run directory (pvs.records.dir_lock)
 
 
-def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> dict:
+def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record, tokenizer=None) -> dict:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -176,57 +176,57 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         # drop log lines written after the checkpoint we resume from: they will be written again
-        kept = []
-        if metrics_path.is_file():
-            kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start_step]
+        kept = [ln for ln in _log_lines(metrics_path) if json.loads(ln)["step"] <= start_step]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
 
     t0 = time.time()
     bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not acc.is_main_process,
                mininterval=2.0, dynamic_ncols=True)
     loss_val = float("nan")
-    for step in range(start_step, total_steps):
-        loss_sum = torch.zeros((), device=acc.device)
-        for k in range(n_micro):
-            lo = rank * per_proc + k * micro
-            x, y = stream.batch(step, cfg.batch_size, cfg.seq_len, cfg.seed, part=slice(lo, lo + micro))
-            x, y = x.to(acc.device), y.to(acc.device)
-            sync = acc.no_sync(model) if k < n_micro - 1 else contextlib.nullcontext()
-            with sync, acc.autocast():
-                logits = model(input_ids=x, use_cache=False).logits
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                acc.backward(loss / n_micro)
-            loss_sum += loss.detach() / n_micro
-        for p, m in pairs:  # sparse models: pruned weights get no gradient, so AdamW moments stay zero
-            if p.grad is not None:
-                p.grad.mul_(m)
-        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        lr = lr_at(step, total_steps, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for p, m in pairs:  # and stay exactly zero (weight decay of 0 is 0, but be explicit)
-                p.mul_(m)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == total_steps:
-            loss_val = acc.reduce(loss_sum, reduction="mean").item()
-            now = time.time()
-            tok_s = (done - start_step) * tokens_per_step / (now - t0) if now > t0 else 0.0
-            if acc.is_main_process:
-                line = {"step": done, "tokens": done * tokens_per_step, "loss": round(loss_val, 5),
-                        "lr": lr, "tokens_per_s": round(tok_s, 1),
-                        "grad_norm": None if grad_norm is None else round(float(grad_norm), 4)}
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(line) + "\n")
-                bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}")
-        bar.update(1)
-        if done % cfg.checkpoint_every == 0 and done < total_steps:
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                _save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer, code_segments)
-    bar.close()
+    try:  # the progress bar ends its line on any exit, so an error or Ctrl-C prints on a line of its own
+        for step in range(start_step, total_steps):
+            loss_sum = torch.zeros((), device=acc.device)
+            for k in range(n_micro):
+                lo = rank * per_proc + k * micro
+                x, y = stream.batch(step, cfg.batch_size, cfg.seq_len, cfg.seed, part=slice(lo, lo + micro))
+                x, y = x.to(acc.device), y.to(acc.device)
+                sync = acc.no_sync(model) if k < n_micro - 1 else contextlib.nullcontext()
+                with sync, acc.autocast():
+                    logits = model(input_ids=x, use_cache=False).logits
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                    acc.backward(loss / n_micro)
+                loss_sum += loss.detach() / n_micro
+            for p, m in pairs:  # sparse models: pruned weights get no gradient, so AdamW moments stay zero
+                if p.grad is not None:
+                    p.grad.mul_(m)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+            lr = lr_at(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for p, m in pairs:  # and stay exactly zero (weight decay of 0 is 0, but be explicit)
+                    p.mul_(m)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == total_steps:
+                loss_val = acc.reduce(loss_sum, reduction="mean").item()
+                now = time.time()
+                tok_s = (done - start_step) * tokens_per_step / (now - t0) if now > t0 else 0.0
+                if acc.is_main_process:
+                    line = {"step": done, "tokens": done * tokens_per_step, "loss": round(loss_val, 5),
+                            "lr": lr, "tokens_per_s": round(tok_s, 1),
+                            "grad_norm": None if grad_norm is None else round(float(grad_norm), 4)}
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}")
+            bar.update(1)
+            if done % cfg.checkpoint_every == 0 and done < total_steps:
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    _save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer, code_segments)
+    finally:
+        bar.close()
     wall = time.time() - t0
 
     acc.wait_for_everyone()
@@ -234,7 +234,7 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
     state = acc.get_state_dict(model)  # every rank takes part: FSDP gathers the shards here
     if acc.is_main_process:
         model = acc.unwrap_model(model)
-        save_model(model, out_dir / "model", masks=masks, state_dict=state)
+        save_model(model, out_dir / "model", masks=masks, state_dict=state, tokenizer=tokenizer)
         record = {
             "stage": desc, "tokens_requested": tokens, "steps": total_steps,
             "tokens": total_steps * tokens_per_step, "epochs": round(epochs, 4),
@@ -248,18 +248,3 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record) -> di
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     acc.wait_for_everyone()
     return read_json(record_path)
-
-
-def save_model(model: torch.nn.Module, path: str | Path, masks: dict | None = None,
-               state_dict: dict | None = None) -> None:
-    """save_pretrained into a temp dir, then rename: a model directory is complete or absent."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=state_dict)
-    if masks:
-        from pvs.prune.masks import save_masks
-        save_masks(masks, tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)

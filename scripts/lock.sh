@@ -14,9 +14,11 @@ cd "$ROOT"
 bash scripts/setup.sh --no-data >/dev/null   # brings .venv/bin/uv
 FIND=()
 [ -d "${PVS_WHEELS:-/opt/wheels}" ] && FIND=(--find-links "${PVS_WHEELS:-/opt/wheels}")
+# the current lock is the starting point: versions move only where pyproject.toml asks or with --upgrade
+grep -v '^#' requirements.lock > requirements.lock.new 2>/dev/null || true
 .venv/bin/uv pip compile pyproject.toml --extra test --extra setup \
     --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-    --generate-hashes --no-header "${FIND[@]}" "$@" -o requirements.lock.new
+    --generate-hashes --no-header --quiet "${FIND[@]}" "$@" -o requirements.lock.new
 { echo "# The whole Python stack of pvs, exact versions with hashes; scripts/setup.sh installs exactly this."
   echo "# Regenerate with: bash scripts/lock.sh   (CPython 3.11, x86-64 Linux; torch is the 2.13.0 CPU build)"
   cat requirements.lock.new; } > requirements.lock

@@ -12,3 +12,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory):
+    """One data cache (smoke-tier corpus, tokenizer, shards, task copies) for every test that needs it:
+    $PVS_TEST_CACHE if set (reused across runs), else a fresh folder for this session."""
+    from pathlib import Path
+    return Path(os.environ.get("PVS_TEST_CACHE") or tmp_path_factory.mktemp("smoke-cache"))

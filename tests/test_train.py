@@ -156,7 +156,7 @@ def test_a_run_directory_has_one_writer(tmp_path):
     stream = TokenStream(synthetic_stream(tmp_path / "d.bin"))
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".lock").write_text(str(os.getpid()))               # held by a live process
-    with pytest.raises(PvsError, match="is being trained by process"):
+    with pytest.raises(PvsError, match="is being written by process"):
         train(build_model(TINY), stream, CFG, tokens=64, out_dir=tmp_path / "run")
     (tmp_path / "run" / ".lock").write_text("999999999")                    # left by a dead one: taken over
     train(build_model(TINY), stream, CFG, tokens=64, out_dir=tmp_path / "run")

