@@ -2,23 +2,21 @@
 
     data      corpus splits -> tokenizer -> token shards          data/cache/{corpus,tokens}/<hash>/
     pretrain  the parent, trained from random init on P tokens    runs/<tier>/parent-<hash>/
-    evaluate  validation loss and per-source perplexity           <model run dir>/eval.json
+    evaluate  validation loss over every held-out source          <model run dir>/eval-<key>.json
+    baselines unigram / bigram fitted on P tokens, same text     data/cache/tokens/<hash>/baselines-<key>.json
 
 A stage whose output exists is skipped, so an interrupted pipeline resumes where it stopped;
 a changed setting changes the hash and re-runs only what depends on it.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pvs.config import RunConfig, config_hash, to_dict
 from pvs.errors import check
-from pvs.records import REPO_ROOT, code_version, read_json, write_record
-
-CACHE = Path(os.environ.get("PVS_CACHE", REPO_ROOT / "data" / "cache"))
-RUNS = Path(os.environ.get("PVS_RUNS", REPO_ROOT / "runs"))
+from pvs.paths import cache_root, runs_root
+from pvs.records import code_version, read_json, write_record
 
 
 @dataclass
@@ -32,9 +30,10 @@ class DataHandle:
 
 
 def _corpus_key(cfg: RunConfig) -> dict:
+    from pvs.corpus import CORPUS_VERSION  # a new corpus version must not reuse the old token shards
     d = to_dict(cfg.data)
-    return {k: d[k] for k in ("source", "dclm_dataset", "max_docs", "split_seed", "retrain_frac",
-                              "calib_frac", "valid_frac")}
+    return {**{k: d[k] for k in ("source", "dclm_dataset", "max_docs", "split_seed", "retrain_frac",
+                                 "calib_frac", "valid_frac")}, "corpus_version": CORPUS_VERSION}
 
 
 def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
@@ -42,7 +41,7 @@ def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
     from pvs.corpus import build_corpus
     from pvs.tokens import prepare_shards, prepare_tokenizer
 
-    cache = Path(cache or CACHE)
+    cache = Path(cache or cache_root())
     corpus_dir = cache / "corpus" / config_hash(_corpus_key(cfg))
     build_corpus(corpus_dir, cfg.data)
     tok_key = {**_corpus_key(cfg), "tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
@@ -69,7 +68,7 @@ def train_key(train_cfg) -> dict:
 def parent_dir(cfg: RunConfig, runs: Path | None = None) -> Path:
     key = {"parent": to_dict(cfg.parent), "data": to_dict(cfg.data), "train": train_key(cfg.train),
            "tokens": cfg.budget.pretrain_tokens}
-    return Path(runs or RUNS) / cfg.tier / f"parent-{config_hash(key)}"
+    return Path(runs or runs_root()) / cfg.tier / f"parent-{config_hash(key)}"
 
 
 def pretrain(cfg: RunConfig, data: DataHandle, runs: Path | None = None) -> Path:
@@ -84,29 +83,48 @@ def pretrain(cfg: RunConfig, data: DataHandle, runs: Path | None = None) -> Path
     train(model, TokenStream(data.shards["pretrain"]), cfg.train, cfg.budget.pretrain_tokens, out,
           desc=f"pretrain parent ({cfg.tier})",
           extra_record={"config": to_dict(cfg), "shape": to_dict(shape), "params": param_counts(model),
-                        "tokenizer_dir": str(data.tok_dir)})
+                        "tokenizer_dir": data.tok_dir.name}, tokenizer=data.tokenizer)
     return out
 
 
-def evaluate(cfg: RunConfig, run_dir: Path, data: DataHandle, overwrite: bool = False) -> dict:
-    """Validation loss and perplexities of the model in ``run_dir/model`` (cached in ``run_dir/eval.json``)."""
-    from transformers import AutoModelForCausalLM
-
-    import pvs.prune  # noqa: F401  registers pvs's per-layer model class with the Auto classes
-    from pvs.perplexity import evaluate_heldout
+def eval_key(cfg: RunConfig, run_dir: Path, data: DataHandle) -> dict:
+    """Everything a validation loss depends on: the weights, the evaluation settings, the scored text and
+    the protocol. The cached result is keyed by it, so a changed setting is never answered by an old number."""
+    from pvs.perplexity import PROTOCOL, heldout_sources
     from pvs.records import sha256_dir
+    return {"checkpoint": sha256_dir(Path(run_dir) / "model", "*.safetensors"), "eval": to_dict(cfg.eval),
+            "text": {src: read_json(Path(p).with_suffix(".json"))["sha256"]
+                     for src, p in heldout_sources(data.shards).items()},
+            "protocol": PROTOCOL}
 
-    path = Path(run_dir) / "eval.json"
-    if path.is_file() and not overwrite:
-        return read_json(path)
+
+def evaluate(cfg: RunConfig, run_dir: Path, data: DataHandle, overwrite: bool = False) -> dict:
+    """Validation loss and per-source losses of the model in ``run_dir/model``, cached in
+    ``run_dir/eval-<key>.json`` (key: ``eval_key``); ``overwrite`` recomputes it."""
+    from pvs.checkpoint import load_model
+    from pvs.perplexity import evaluate_heldout
+
     model_dir = Path(run_dir) / "model"
     check(model_dir.is_dir(), f"no trained model in {str(model_dir)!r}; run its training stage first")
+    key = eval_key(cfg, run_dir, data)
+    path = Path(run_dir) / f"eval-{config_hash(key)}.json"
+    if path.is_file() and not overwrite:
+        return read_json(path)
     code = code_version()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
-    result = evaluate_heldout(model, data.shards, cfg.eval)
-    result["code"] = code
-    result["checkpoint"] = {"dir": str(model_dir), "sha256": sha256_dir(model_dir, "*.safetensors")}
-    result["eval_config"] = to_dict(cfg.eval)
-    result["data"] = {name: read_json(Path(p).with_suffix(".json")) for name, p in data.shards.items()
-                      if name.startswith("valid")}
+    result = evaluate_heldout(load_model(model_dir, "model"), data.shards, cfg.eval)
+    result.update(code=code, key=key, eval_config=to_dict(cfg.eval))
     return write_record(path, result, overwrite=overwrite)
+
+
+def baselines(cfg: RunConfig, data: DataHandle) -> dict:
+    """Unigram and bigram losses fitted on the parent's P pretraining tokens and scored on the validation
+    loss's own tokens (cached beside the token shards)."""
+    from pvs.perplexity import count_baselines
+    from pvs.tokens import TokenStream
+    key = {"P": cfg.budget.pretrain_tokens, "eval": to_dict(cfg.eval), "protocol": "count-baselines-v1"}
+    path = data.tok_dir / f"baselines-{config_hash(key)}.json"
+    if path.is_file():
+        return read_json(path)
+    res = count_baselines(TokenStream(data.shards["pretrain"]), cfg.budget.pretrain_tokens, data.shards, cfg.eval,
+                          len(data.tokenizer), TokenStream(data.shards["calib"]))
+    return write_record(path, {**res, "key": key})

@@ -21,11 +21,11 @@ import torch
 
 from pvs.config import RunConfig, config_hash, from_dict, to_dict
 from pvs.errors import PvsError, check
-from pvs.records import REPO_ROOT, atomic_write_json, code_version, read_json
+from pvs.paths import figures_root, runs_root
+from pvs.records import atomic_write_json, code_version, environment, read_json
 from pvs import stages
 
 EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent")
-FIGURES = Path(os.environ.get("PVS_FIGURES", REPO_ROOT / "figures"))
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Arm:
 
 def metrics_dir_for(tier: str) -> Path:
     """Where a tier's metrics records live: figures/<tier>/metrics (or $PVS_FIGURES/<tier>/metrics)."""
-    return FIGURES / tier / "metrics"
+    return figures_root() / tier / "metrics"
 
 
 def metrics_dir(cfg: RunConfig) -> Path:
@@ -64,21 +64,35 @@ def calib_tokens(cfg: RunConfig, data: stages.DataHandle) -> torch.Tensor:
     return x
 
 
+def check_parent_exists(cfg: RunConfig) -> None:
+    """The tier's own parent must be trained before anything prunes it (checked before data is built)."""
+    if not cfg.study.parent:
+        path = stages.parent_dir(cfg) / "model"
+        check(path.is_dir(), f"the parent {str(path)!r} is not trained yet; run `pvs pretrain --tier {cfg.tier}`")
+
+
 def load_parent_model(cfg: RunConfig, data: stages.DataHandle):
-    from transformers import AutoModelForCausalLM
+    from pvs.checkpoint import load_model
     if cfg.study.parent:
         from pvs.parents import load_parent
         return load_parent(cfg.study.parent)[0]
-    path = stages.parent_dir(cfg) / "model"
-    check(path.is_dir(), f"the parent {str(path)!r} is not trained yet; run `pvs pretrain --tier {cfg.tier}`")
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    check_parent_exists(cfg)
+    return load_model(stages.parent_dir(cfg) / "model", "the parent")
+
+
+def parent_tokenizer(cfg: RunConfig, data: stages.DataHandle):
+    """The tokenizer of the parent being pruned (saved beside every model made from it)."""
+    if cfg.study.parent:
+        from pvs.parents import load_parent
+        return load_parent(cfg.study.parent)[1]
+    return data.tokenizer
 
 
 def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
     parent = cfg.study.parent or stages.parent_dir(cfg).name
     key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [cfg.study.calib_samples,
            cfg.study.calib_seq_len, cfg.data.split_seed], "options": _prune_options(cfg, variant, ratio)}
-    return stages.RUNS / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
+    return runs_root() / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
 
 
 def shape_table_name(cfg: RunConfig) -> str:
@@ -99,9 +113,12 @@ def _table_target(cfg: RunConfig, ratio: float) -> dict | None:
 def _prune_options(cfg: RunConfig, variant: str, ratio: float) -> dict:
     """Method options the study passes (they are part of the pruned run's key)."""
     target = _table_target(cfg, ratio) if variant in ("minitron-width", "sheared-llama") else None
-    if variant == "sheared-llama":
-        return {"tokens": max(1, int(cfg.study.sheared_tokens_frac * cfg.budget.retrain_tokens)),
-                "batch_size": cfg.train.batch_size, **({"target_shape": target} if target else {})}
+    if variant == "sheared-llama":  # sized in steps of batch_size x study.calib_seq_len tokens
+        from pvs.prune.sheared import mask_learning_steps
+        b = cfg.train.batch_size
+        steps = mask_learning_steps(cfg.study.sheared_tokens_frac, cfg.budget.retrain_tokens,
+                                    b * cfg.study.calib_seq_len, cfg.study.sheared_min_steps)
+        return {"steps": steps, "batch_size": b, **({"target_shape": target} if target else {})}
     if variant == "minitron-width" and target:
         return {"target": target}
     return {}
@@ -109,18 +126,25 @@ def _prune_options(cfg: RunConfig, variant: str, ratio: float) -> dict:
 
 def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -> Path:
     """The pruned model of ``variant`` at ``ratio`` (made once; see pvs.prune.run)."""
-    from pvs.prune.run import prune_to_dir
+    from pvs.prune.run import check_cached, prune_to_dir
     out = pruned_dir(cfg, variant, ratio)
-    if (out / "prune.json").is_file():
-        return out
     options = _prune_options(cfg, variant, ratio)
+    if (out / "prune.json").is_file():  # reused only when complete and what was asked
+        check_cached(read_json(out / "prune.json"), out, variant, ratio, options)
+        return out
     if variant == "sheared-llama":  # mask learning reads its own slice of the retrain split
         from pvs.tokens import TokenStream
-        stream, b, t = TokenStream(data.shards["retrain"]), cfg.train.batch_size, cfg.study.calib_seq_len
-        steps = -(-options["tokens"] // (b * t))
-        options = {**options, "data": (stream.batch(s, b, t, seed=10_000 + cfg.train.seed)[0] for s in range(steps))}
-    prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data), out, options,
-                 provenance={"parent": cfg.study.parent or str(stages.parent_dir(cfg))})
+        stream, b, t = TokenStream(data.shards["retrain"]), options["batch_size"], cfg.study.calib_seq_len
+        options = {**options, "data": (stream.batch(s, b, t, seed=10_000 + cfg.train.seed)[0]
+                                       for s in range(options["steps"]))}
+    from pvs.prune.sheared import MaskLearningNotConverged
+    try:
+        prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data), out, options,
+                     provenance={"parent": cfg.study.parent or stages.parent_dir(cfg).name},
+                     tokenizer=parent_tokenizer(cfg, data))
+    except MaskLearningNotConverged as e:  # name the study's budget settings, not the method's arguments
+        raise PvsError(e.message(f"study.sheared_min_steps (now {cfg.study.sheared_min_steps}) or "
+                                 f"study.sheared_tokens_frac (now {cfg.study.sheared_tokens_frac:g})")) from None
     return out
 
 
@@ -129,11 +153,14 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -
 
 def _init_model(cfg: RunConfig, arm: Arm, pruned: Path):
     """(model, masks, split) an arm starts from."""
-    from transformers import AutoModelForCausalLM
-
+    from pvs.checkpoint import load_model
     from pvs.prune.masks import load_masks, reinit_with_masks
-    model = AutoModelForCausalLM.from_pretrained(pruned / "model", dtype=torch.float32)
+    model = load_model(pruned / "model", "pruned model")
     masks = load_masks(pruned / "model")
+    sparse = read_json(pruned / "prune.json")["granularity"] == "sparse"
+    check(bool(masks) == sparse, f"{str(pruned)!r} is a {'sparse' if sparse else 'dense'} pruned model but its "
+                                 f"mask file is {'missing' if sparse else 'present'}; delete {str(pruned)!r} and "
+                                 f"rerun pruning")
     if arm.init == "pruned":
         return model, masks, "retrain"
     if masks:  # sparse scratch: the pruned mask, fresh weights
@@ -157,11 +184,12 @@ def arm_dir(cfg: RunConfig, arm: Arm) -> Path:
             arch["masks"] = pruned.name
         key = {"arch": arch, "tokens": arm.tokens, "train": train_cfg, "data": to_dict(cfg.data)}
         name = f"scratch-{config_hash(arch, 8)}-S{arm.tokens}-s{arm.seed}"
-    return stages.RUNS / cfg.tier / "arms" / f"{name}-{config_hash(key, 8)}"
+    return runs_root() / cfg.tier / "arms" / f"{name}-{config_hash(key, 8)}"
 
 
 def run_arm(cfg: RunConfig, arm: Arm) -> Path:
     """Train and evaluate one arm (each step cached)."""
+    from pvs.checkpoint import load_tokenizer
     from pvs.tokens import TokenStream
     from pvs.train import train
     data = stages.prepare_data(cfg)
@@ -171,7 +199,8 @@ def run_arm(cfg: RunConfig, arm: Arm) -> Path:
         model, masks, split = _init_model(cfg, arm, pruned)
         train(model, TokenStream(data.shards[split]), replace(cfg.train, seed=arm.seed), arm.tokens, out,
               masks=masks, desc=f"{arm.init} {arm.variant} r{arm.ratio} {arm.budget}",
-              extra_record={"arm": asdict(arm), "pruned_from": str(pruned), "split": split})
+              extra_record={"arm": asdict(arm), "pruned_from": pruned.name, "split": split},
+              tokenizer=load_tokenizer(pruned / "model") or parent_tokenizer(cfg, data))
     evaluate_run(cfg, data, out)
     return out
 
@@ -235,16 +264,21 @@ def experiment_arms(name: str, cfg: RunConfig) -> list[Arm]:
     raise PvsError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
 
 
-def row(cfg: RunConfig, arm: Arm | None, run: Path) -> dict:
-    """One flat table row of a finished run, with the provenance of its numbers."""
-    tr, ev = read_json(run / "train.json"), read_json(run / "eval.json")
+def row(cfg: RunConfig, arm: Arm | None, run: Path, data: stages.DataHandle | None = None) -> dict:
+    """One flat table row of a finished run, with the provenance of its numbers. ``val_loss`` is the
+    token-weighted mean over every held-out source (pvs.perplexity); ``val_blocks`` holds the same
+    text in blocks, in the same order in every row, for the statistics' text bootstrap."""
+    data = data or stages.prepare_data(cfg)
+    tr, ev = read_json(run / "train.json"), stages.evaluate(cfg, run, data)
     ds = read_json(run / "downstream.json") if (run / "downstream.json").is_file() else None
     out = {
         "arm": "parent" if arm is None else ("P-R" if arm.init == "pruned" else "S"),
         "budget": None if arm is None else arm.budget, "variant": None if arm is None else arm.variant,
         "ratio": 0.0 if arm is None else arm.ratio, "seed": cfg.train.seed if arm is None else arm.seed,
-        "train_tokens": tr["tokens"], "val_loss": ev["val_loss"], "ppl": ev["ppl"],
-        "run": str(run.relative_to(stages.RUNS)) if run.is_relative_to(stages.RUNS) else str(run),
+        "train_tokens": tr["tokens"], "val_loss": ev["val_loss"], "val_tokens": ev["val_tokens"],
+        "val_loss_by_source": ev["loss"], "ppl": ev["ppl"],
+        "val_blocks": {k: ev["val_blocks"][k] for k in ("tokens", "loss_sum")},
+        "run": str(run.relative_to(runs_root())) if run.is_relative_to(runs_root()) else str(run),
         "code": tr.get("code", {}).get("commit"), "data_sha256": tr["data"]["sha256"],
     }
     if arm is not None:
@@ -252,9 +286,15 @@ def row(cfg: RunConfig, arm: Arm | None, run: Path) -> dict:
         pr = read_json(pruned_dir(cfg, arm.variant, arm.ratio) / "prune.json")
         out.update(granularity=get_method(parse_variant(arm.variant)[0]).granularity,
                    achieved_ratio=pr["achieved_ratio"], params=pr["params"],
-                   total_tokens=tr["tokens"] + (cfg.budget.pretrain_tokens if arm.init == "pruned" else 0))
+                   # a pruned arm's total: the parent's P, the tokens pruning itself trained on (Sheared
+                   # LLaMA's mask learning), then N
+                   mask_learning_tokens=pr.get("info", {}).get("mask_learning_tokens", 0) if arm.init == "pruned" else 0,
+                   total_tokens=tr["tokens"] + (cfg.budget.pretrain_tokens
+                                                + pr.get("info", {}).get("mask_learning_tokens", 0)
+                                                if arm.init == "pruned" else 0))
     else:
-        out.update(granularity=None, total_tokens=tr["tokens"])
+        out.update(granularity=None, total_tokens=tr["tokens"],
+                   baselines={k: v for k, v in stages.baselines(cfg, data).items() if k in ("unigram", "bigram")})
     if ds:
         out["downstream"] = {t: {"value": e["value"], "stderr": e["stderr"], "n": e["n_evaluated"],
                                  "n_total": e["n_total"], "metric": e["metric"]} for t, e in ds["tasks"].items()}
@@ -270,7 +310,7 @@ def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> li
         torch.set_num_threads(cfg.train.threads)
     data = stages.prepare_data(cfg)
     record = {"experiment": name, "tier": cfg.tier, "config": to_dict(cfg), "config_hash": config_hash(cfg),
-              "code": code_version(), "pretrain_tokens": cfg.budget.pretrain_tokens,
+              "code": code_version(), "environment": environment(), "pretrain_tokens": cfg.budget.pretrain_tokens,
               "retrain_tokens": cfg.budget.retrain_tokens, "rows": []}
     if name == "released_parent" and not cfg.study.released_parent:
         record["skipped"] = (f"tier {cfg.tier} sets no study.released_parent: retraining SmolLM2-135M is GPU "
@@ -284,28 +324,28 @@ def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> li
             parent = stages.pretrain(c, data) if source == "custom" else None
             if parent is not None:
                 evaluate_run(c, data, parent)
-                record["rows"].append({**row(c, None, parent), "parent": source})
+                record["rows"].append({**row(c, None, parent, data), "parent": source})
             arms = [Arm("pruned", v, s.ratio, cfg.budget.retrain_tokens, "N", seed)
                     for v in s.scaling_methods for seed in s.seeds]
             if source == "custom":
                 arms += [Arm("scratch", a.variant, a.ratio, a.tokens, "N", a.seed) for a in arms]
             for arm, run in zip(arms, run_arms(c, arms)):
-                record["rows"].append({**row(c, arm, run), "parent": source})
+                record["rows"].append({**row(c, arm, run, data), "parent": source})
     else:
         parent = None if cfg.study.parent else stages.pretrain(cfg, data)
         if parent is not None:
             evaluate_run(cfg, data, parent)
-            record["rows"].append(row(cfg, None, parent))
+            record["rows"].append(row(cfg, None, parent, data))
         arms = experiment_arms(name, cfg)
         for arm, run in zip(arms, run_arms(cfg, arms)):
-            record["rows"].append(row(cfg, arm, run))
+            record["rows"].append(row(cfg, arm, run, data))
     atomic_write_json(Path(out_dir or metrics_dir(cfg)) / f"{name}.json", record)
     return record["rows"]
 
 
 def load_metrics(tier: str, name: str, root: Path | None = None) -> dict:
     """A metrics record written by run_experiment (one-line error naming how to regenerate it)."""
-    path = Path(root or FIGURES / tier / "metrics") / f"{name}.json"
+    path = Path(root or metrics_dir_for(tier)) / f"{name}.json"
     if not path.is_file():
         raise PvsError(f"metrics record {str(path)!r} is missing; regenerate it with "
                        f"`pvs study --tier {tier} --experiment {name}`")

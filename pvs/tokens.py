@@ -28,10 +28,14 @@ def _iter_texts(corpus_dir: Path, split: str, source: str | None = None):
     path = corpus_dir / f"{split}.jsonl"
     check(path.is_file(), f"corpus split {str(path)!r} is missing; run `pvs data` first")
     with open(path) as f:
-        for line in f:
-            doc = json.loads(line)
-            if source is None or doc["source"] == source:
-                yield doc["text"]
+        docs = (json.loads(line) for line in f)
+        if source is None:
+            yield from (doc["text"] for doc in docs)
+            return
+        # one source's held-out text in document-id order, so what is scored does not depend on how
+        # the split file happens to be ordered
+        yield from (doc["text"] for doc in sorted((d for d in docs if d["source"] == source),
+                                                  key=lambda d: d.get("id", "")))
 
 
 def prepare_tokenizer(corpus_dir: str | Path, data_cfg, tok_dir: str | Path):
@@ -93,7 +97,8 @@ def prepare_shards(corpus_dir: str | Path, tok, tok_dir: str | Path) -> dict[str
     """Tokenize every split once into ``tok_dir/<split>.bin`` (held-out text also per source as
     ``valid.<source>.bin``); return the paths. Existing shards are reused."""
     corpus_dir, tok_dir = Path(corpus_dir), Path(tok_dir)
-    sources = sorted({json.loads(line)["source"] for line in open(corpus_dir / "valid.jsonl")})
+    with open(corpus_dir / "valid.jsonl") as f:
+        sources = sorted({json.loads(line)["source"] for line in f})
     jobs = {s: (s, None) for s in ("pretrain", "retrain", "calib", "valid")}
     jobs.update({f"valid.{src}": ("valid", src) for src in sources})
     paths = {}
@@ -162,11 +167,16 @@ class TokenStream:
         w = torch.from_numpy(np.stack([self.window(i, seq_len) for i in idx]))
         return w[:, :-1], w[:, 1:]
 
+    def eval_window_ids(self, seq_len: int, max_tokens: int = 0) -> list[int]:
+        """Which non-overlapping windows are scored: all of them, or, when ``max_tokens`` caps the count,
+        that many windows spread evenly over the whole stream (never just its beginning)."""
+        n_all = self.n_windows(seq_len)
+        n = n_all if not max_tokens else min(n_all, math.ceil(max_tokens / seq_len))
+        return [i * n_all // n for i in range(n)] if n else []
+
     def eval_windows(self, seq_len: int, max_tokens: int = 0):
-        """Non-overlapping windows in order (the paper's perplexity protocol), up to ``max_tokens`` predicted tokens."""
-        n = self.n_windows(seq_len)
-        if max_tokens:
-            n = min(n, math.ceil(max_tokens / seq_len))
-        for i in range(n):
+        """The scored windows (``eval_window_ids``) as (input, target) pairs: the paper's perplexity
+        protocol of non-overlapping windows, each predicting ``seq_len`` tokens."""
+        for i in self.eval_window_ids(seq_len, max_tokens):
             w = torch.from_numpy(self.window(i, seq_len))
             yield w[:-1], w[1:]

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, smoke_cache):
     base = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "PVS_RUNS": str(base / "runs"), "PVS_FIGURES": str(base / "figures"),
-           "PVS_CACHE": os.environ.get("PVS_TEST_CACHE", str(base / "cache")), "OMP_NUM_THREADS": "1"}
+           "PVS_CACHE": str(smoke_cache), "OMP_NUM_THREADS": "1"}
     for verb in (["pretrain"], ["study"]):
         proc = subprocess.run([sys.executable, "-m", "pvs.cli", *verb, "--tier", "smoke", "--set", "train.threads=1"],
                               cwd=ROOT, env=env, capture_output=True, text=True)
@@ -91,3 +91,30 @@ def test_unknown_experiment_is_one_line():
     proc = subprocess.run([sys.executable, "-m", "pvs.cli", "study", "--tier", "smoke", "--experiment", "nope"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
+
+
+def test_checkpoints_load_and_score_outside_pvs(smoke, tmp_path):
+    """A uniform (the parent) and a per-layer-width (FLAP) checkpoint: stock transformers loads each with
+    its tokenizer, without importing pvs, and the lm_eval command line of the README scores it."""
+    base, env = smoke
+    (parent,) = (base / "runs" / "smoke").glob("parent-*")
+    proc = subprocess.run([sys.executable, "-m", "pvs.cli", "prune", "--tier", "smoke", "--method", "flap",
+                           "--out", str(tmp_path / "flap")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    flap = tmp_path / "flap" / "model"
+    assert "import pvs.prune" in (flap / "README.md").read_text()
+    load = ("import sys; from transformers import AutoModelForCausalLM as M, AutoTokenizer as T; "
+            "m = M.from_pretrained(sys.argv[1], trust_remote_code=True); t = T.from_pretrained(sys.argv[1]); "
+            "ids = t('the king said', return_tensors='pt').input_ids; print(type(m).__name__, m(ids).logits.shape[-1]); "
+            "assert not any(k == 'pvs' or k.startswith('pvs.') for k in sys.modules)")
+    yaml_dir = Path(env["PVS_CACHE"]) / "tasks" / "yaml"
+    for model_dir, cls in ((parent / "model", "LlamaForCausalLM"), (flap, "PvsLlamaForCausalLM")):
+        proc = subprocess.run([sys.executable, "-c", load, str(model_dir)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stdout.startswith(f"{cls} 512"), proc.stderr[-2000:]
+        lm_eval = Path(sys.executable).parent / "lm_eval"
+        proc = subprocess.run([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={model_dir},trust_remote_code=True",
+                               "--include_path", str(yaml_dir), "--tasks", "pvs_arc_easy", "--device", "cpu",
+                               "--batch_size", "16", "--limit", "4"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "pvs_arc_easy" in proc.stdout and "acc_norm" in proc.stdout, proc.stdout[-2000:]
