@@ -1,12 +1,17 @@
-"""Where scratch catches up with pruning: the training budget D* at which the two loss curves meet.
+"""How many training tokens the pruned initialization is worth: the effective budget D_eff at which
+scratch reaches a pruned model's loss, read off the measured scratch curve.
 
-    from pvs.catchup import catch_up
-    fit = catch_up(tokens, scratch_by_seed, pruned_by_seed)   # {seed: loss} per budget and arm
-    fit["d_star"], fit["ci95"], fit["status"], fit["model"], fit["alternative"]
+    from pvs.catchup import catch_up, d_eff
+    cu = catch_up(tokens, scratch_by_seed, pruned_by_seed)   # {seed: loss} per budget and arm
+    cu["per_budget"][i]["d_eff"], ["ci95"], ["status"], ["extrapolation"]
 
-Two models of the curves (``CATCH_UP_MODEL`` says which is used when, and why); a bootstrap over
-budgets (and seeds within a budget) gives the 95% interval. Used by ``pvs.claims`` for the token-scaling
-claim, on our records and on the paper's own Figure 1 numbers.
+D_eff for the pruned arm at budget D: where the scratch loss curve, linear in ln(tokens) between the two
+measured budgets that bracket the pruned loss, reaches that loss. D_eff / D says how many scratch tokens
+the pruned start is worth. Its 95% interval is a parametric bootstrap that redraws every arm's mean from
+its own seeds (normal with its mean and s.e., widened to the t quantile of the estimate's few degrees of
+freedom); an arm with one seed gives no interval. Outside the
+measured budgets there is nothing to interpolate: D_eff is then reported as "beyond the largest measured
+budget" or "below the smallest" (scratch is already ahead), labelled extrapolation, never an interval.
 """
 from __future__ import annotations
 
@@ -14,115 +19,138 @@ import math
 
 import numpy as np
 
-ALPHAS = np.linspace(0.05, 3.0, 119)
-HORIZON = 1000.0  # crossings are searched up to this multiple of the largest budget
+from pvs.stats import t_quantile
+
+BELOW = "below the smallest measured budget"
+BEYOND = "beyond the largest measured budget"
+N_BOOT = 4000
+
+D_EFF_METHOD = (
+    "D_eff is the scratch budget at which scratch reaches the pruned model's validation loss: linear "
+    "interpolation in ln(tokens) between the two measured scratch budgets that bracket that loss (no curve is "
+    "fitted and nothing is extrapolated). D_eff / D is how many scratch tokens the pruned start is worth at "
+    "retraining budget D. The 95% interval is a parametric bootstrap: every arm's mean is redrawn from a normal with "
+    "its own seeds' mean and standard error, widened by t/z for the few degrees of freedom those seeds give (no "
+    "interval where an arm has one seed). The evaluation-text "
+    "variance is left out here: the same text scores every arm, so it moves all losses together and hardly "
+    f"moves where they meet. A pruned loss below every scratch loss is '{BEYOND}', one above them all "
+    f"'{BELOW}' (scratch already ahead): both are extrapolations and get no interval.")
 
 
-def _power_law(z: np.ndarray, L: np.ndarray):
-    """Batched fit of L = E + A z^-α to rows of z, L (shape [B, n]): α on a grid, (E, A) by least squares
-    for each α. Returns (E, A, α) arrays of shape [B]; NaN where no α gives A > 0."""
-    U = z[:, None, :] ** -ALPHAS[None, :, None]
-    du, dl = U - U.mean(2, keepdims=True), L - L.mean(1, keepdims=True)
-    A = (du * dl[:, None, :]).sum(2) / (du ** 2).sum(2)
-    E = L.mean(1)[:, None] - A * U.mean(2)
-    sse = np.where(A > 0, ((E[..., None] + A[..., None] * U - L[:, None, :]) ** 2).sum(2), np.inf)
-    k, rows = sse.argmin(1), np.arange(len(L))
-    ok = np.isfinite(sse[rows, k])
-    return (np.where(ok, E[rows, k], np.nan), np.where(ok, A[rows, k], np.nan), np.where(ok, ALPHAS[k], np.nan))
+def _ln_cross(ln_d: np.ndarray, m: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Batched ln D_eff: rows of scratch means m [B, k] at budgets ln_d [k] against target losses [B];
+    -inf where scratch is already at or below the target at the smallest budget, +inf where it never reaches
+    it. The first budget whose loss reaches the target and its predecessor bracket the crossing."""
+    below = m[:, 0] <= target
+    hit = m[:, 1:] <= target[:, None]
+    j = hit.argmax(1)
+    rows = np.arange(len(m))
+    hi, lo = m[rows, j], m[rows, j + 1]  # hi > target >= lo wherever hit.any()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(hi > lo, (hi - target) / (hi - lo), 0.0)
+    ln = ln_d[j] + frac * (ln_d[j + 1] - ln_d[j])
+    ln = np.where(hit.any(1), ln, np.inf)
+    return np.where(below, -np.inf, ln)
 
 
-def _ln_crossing(model: str, D: np.ndarray, S: np.ndarray, P: np.ndarray, d_min: float, d_max: float):
-    """Batched: ln D* where scratch's loss S meets pruned's P (rows of shape [B, n] at budgets D); -inf when
-    scratch is ahead from d_min on, +inf when they do not meet within HORIZON x d_max, NaN when the model
-    does not fit. Also the fitted parameters of the first row."""
-    if model == "log-linear gap":
-        x, y = np.log(D), S - P
-        xc = x - x.mean(1, keepdims=True)
-        b = (xc * (y - y.mean(1, keepdims=True))).sum(1) / (xc ** 2).sum(1)
-        a = y.mean(1) - b * x.mean(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ln = np.where(b < 0, -a / np.where(b < 0, b, -1.0), np.inf)
-        return np.where(ln > math.log(d_max * HORIZON), np.inf, ln), {"a": float(a[0]), "b": float(b[0])}
-    fs, fp = _power_law(D / d_min, S), _power_law(D / d_min, P)
-    grid = np.geomspace(1.0, d_max / d_min * HORIZON, 1500)
-    curve = (lambda f: f[0][:, None] + f[1][:, None] * grid[None, :] ** -f[2][:, None])
-    with np.errstate(invalid="ignore"):
-        hit = (curve(fs) - curve(fp)) <= 0
-    first, any_hit = hit.argmax(1), hit.any(1)
-    ln = np.where(any_hit, np.log(grid[first] * d_min), np.inf)
-    ln = np.where(any_hit & (first == 0), -np.inf, ln)
-    ln = np.where(np.isnan(fs[0]) | np.isnan(fp[0]), np.nan, ln)
-    params = {arm: dict(zip("EAα", (float(v[0]) for v in f))) for arm, f in (("scratch", fs), ("pruned", fp))}
-    return ln, params
+def _status(ln: float, tokens: np.ndarray) -> str:
+    if ln == -math.inf:
+        return f"{BELOW} ({fmt_tokens(tokens[0])}): scratch already ahead; extrapolation"
+    if ln == math.inf:
+        return f"{BEYOND} ({fmt_tokens(tokens[-1])}); extrapolation"
+    j = int(np.searchsorted(tokens, math.exp(ln), side="left"))
+    lo, hi = tokens[max(j - 1, 0)], tokens[min(j, len(tokens) - 1)]
+    return f"interpolated between {fmt_tokens(lo)} and {fmt_tokens(hi)}"
 
 
-def _status(ln, D) -> str:
-    lo, hi = math.log(D.min()), math.log(D.max())
-    if ln is None or math.isnan(ln):
-        return "the model does not fit"
-    if ln < lo:
-        return "scratch is already ahead at the smallest budget"
-    if ln <= hi:
-        return "crossing within the fitted range"
-    if math.isinf(ln):
-        return f"no crossing within the fitted range (none up to {HORIZON:g}x the largest budget)"
-    return f"no crossing within the fitted range (extrapolated: {math.exp(ln - hi):.3g}x the largest budget)"
+def fmt_tokens(x: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
 
 
-# the catch-up model and why it was chosen (also printed in claims.md)
-CATCH_UP_MODEL = ('Model: a power law per arm, L(D) = E + A D^-α (α on a grid, E and A by least squares). It is used '
-    'when there are four or more budgets; otherwise the gap is fitted as Δ(D) = a + b ln D. Why not the '
-    "log-linear gap throughout: the gap decelerates (the paper's depth gap: 0.10 at 50B, 0.03 at 250B, "
-    "0.04 at 500B), so a straight line in ln D crosses zero too early (about 430B on the paper's own depth "
-    'numbers, where the paper still measures +0.04 at 500B); per-arm power laws follow the flattening. '
-    'Their crossing hinges on the two asymptotes E, which few budgets pin down poorly; the bootstrap '
-    '(resampling budgets, and seeds within a budget where there are several) shows how poorly. Both '
-    "models' point estimates are reported. D* beyond the largest budget is an extrapolation. ").strip()
+def _mean_se(losses: list[float]) -> tuple[float, float | None, int]:
+    x = np.asarray(losses, float)
+    return float(x.mean()), (float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None), len(x)
 
 
-def catch_up(tokens, scratch_by_seed: list[dict], pruned_by_seed: list[dict], n_boot: int = 2000,
-             seed: int = 0) -> dict:
-    """The training budget D* at which scratch's loss meets pruned's (tokens per arm and budget given as
-    {seed: loss} dicts), with a 95% bootstrap interval. The model, and why: CATCH_UP_MODEL."""
+def _slope(ln_of, mu: np.ndarray, i: int, h: float) -> float:
+    """d ln D_eff / d mu[i] by central differences, one-sided where a step leaves the measured budgets."""
+    step = np.eye(len(mu))[i] * h
+    up, down, mid = ln_of(mu + step), ln_of(mu - step), ln_of(mu)
+    if math.isfinite(up) and math.isfinite(down):
+        return (up - down) / (2 * h)
+    if math.isfinite(up) or math.isfinite(down):
+        return (up - mid) / h if math.isfinite(up) else (mid - down) / h
+    return 0.0
+
+
+def _draw(rng, arms: list[tuple], ln_of, n_boot: int) -> np.ndarray:
+    """[n_boot, arms] redrawn arm means: normal around each arm's mean with its own s.e., the s.e.s widened by
+    t(df)/z, df being the Welch-Satterthwaite df of D_eff's variance (its sensitivity to each arm, from the
+    point estimate): with three seeds per arm a plain normal covers too rarely, a Student-t per arm too often."""
+    means = np.array([m for m, _, _ in arms])
+    se = np.array([s for _, s, _ in arms])
+    dof = np.array([n - 1 for _, _, n in arms], float)
+    grad = np.array([_slope(ln_of, means, i, 1e-6 * max(s, 1e-12)) for i, s in enumerate(se)])
+    v = (grad * se) ** 2
+    df = v.sum() ** 2 / (v ** 2 / dof).sum() if (v ** 2).sum() > 0 else math.inf
+    widen = t_quantile(0.975, df) / t_quantile(0.975, math.inf)
+    return means[None] + rng.standard_normal((n_boot, len(means))) * (se * widen)[None]
+
+
+def d_eff(tokens, scratch: list[list[float]], target: list[float], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """D_eff of one pruned arm (per-seed losses ``target``) on the scratch curve (per-seed losses per budget)."""
     D = np.asarray(tokens, float)
     order = np.argsort(D)
-    D = D[order]
-    S, P = [scratch_by_seed[i] for i in order], [pruned_by_seed[i] for i in order]
-    s_mean, p_mean = (np.array([np.mean(list(d.values())) for d in arm]) for arm in (S, P))
-    out = {"tokens": D.tolist(), "scratch": s_mean.tolist(), "pruned": p_mean.tolist(),
-           "fitted_range": [float(D[0]), float(D[-1])] if len(D) else None}
+    D, scratch = D[order], [scratch[i] for i in order]
+    arms = [_mean_se(s) for s in scratch]
+    t_arm = _mean_se(target)
+    t_mean = t_arm[0]
+    m = np.array([a[0] for a in arms])
+    out = {"target_loss": t_mean, "scratch_tokens": D.tolist(), "scratch_loss": m.tolist()}
     if len(D) < 2 or np.ptp(D) == 0:
-        return {**out, "model": None, "status": "too few budgets to fit", "d_star": None, "ci95": None}
-    lim = (float(D[0]), float(D[-1]))
-    one = (lambda m: _ln_crossing(m, D[None], s_mean[None], p_mean[None], *lim))
-    model, other = ("power law per arm", "log-linear gap") if len(D) >= 4 else ("log-linear gap", None)
-    ln, params = one(model)
-    if math.isnan(ln[0]):
-        model, other = "log-linear gap", None
-        ln, params = one(model)
-    ln = float(ln[0])
-    alt_ln, alt_params = one(other) if other else (np.array([np.nan]), {})
-    # bootstrap: resample budgets, and at each drawn budget one of its seeds (paired by seed) where it has several
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(D), (n_boot, len(D)))
-    pick = pick[np.array([len(set(r)) for r in pick.tolist()]) >= (4 if model == "power law per arm" else 2)]
-    common = [sorted(set(s) & set(p)) for s, p in zip(S, P)]
-    k = np.array([max(len(c), 1) for c in common])
-    width = int(k.max())
-    padded = (lambda arm, mean: np.array([[arm[i][c[j % len(c)]] for j in range(width)] if c else [mean[i]] * width
-                                          for i, c in enumerate(common)]))
-    sv, pv = padded(S, s_mean), padded(P, p_mean)
-    which = (rng.random(pick.shape) * k[pick]).astype(int)
-    boot = _ln_crossing(model, D[pick], sv[pick, which], pv[pick, which], *lim)[0] if len(pick) else np.array([])
-    boot = np.sort(np.where(np.isnan(boot), np.inf, boot))
-    exp = (lambda v: None if v is None or not math.isfinite(v) else math.exp(v))
-    ci = [exp(boot[int(0.025 * (len(boot) - 1))]), exp(boot[int(math.ceil(0.975 * (len(boot) - 1)))])] if len(
-        boot) else [None, None]
-    in_range = (boot >= math.log(D[0])) & (boot <= math.log(D[-1]))
-    out.update(model=model, params=params, d_star=exp(ln), ci95=ci, status=_status(ln, D), n_boot=len(boot),
-               boot_frac_in_range=float(in_range.mean()) if len(boot) else None,
-               boot_frac_none=float(np.isposinf(boot).mean()) if len(boot) else None,
-               alternative={"model": other or "power law per arm", "params": alt_params,
-                            "d_star": exp(float(alt_ln[0])),
-                            "status": _status(float(alt_ln[0]), D) if other else "needs four or more budgets"})
-    return out
+        return {**out, "d_eff": None, "status": "too few scratch budgets", "extrapolation": False, "ci95": None,
+                "interval": "no interval: too few scratch budgets"}
+    ln_d = np.log(D)
+    ln = float(_ln_cross(ln_d, m[None], np.array([t_mean]))[0])
+    out.update(d_eff=math.exp(ln) if math.isfinite(ln) else None, status=_status(ln, D),
+               extrapolation=not math.isfinite(ln), ci95=None, ci_ends=None)
+    if not math.isfinite(ln):
+        return {**out, "interval": "no interval: extrapolation"}
+    if any(a[1] is None for a in [*arms, t_arm]):
+        return {**out, "interval": "no interval: an arm has one seed (no noise estimate)"}
+    ln_of = (lambda mu: float(_ln_cross(ln_d, mu[None, :-1], mu[-1:])[0]))
+    draws = _draw(np.random.default_rng(seed), [*arms, t_arm], ln_of, n_boot)
+    boot = np.sort(_ln_cross(ln_d, draws[:, :-1], draws[:, -1]))
+    lo, hi = boot[int(0.025 * (n_boot - 1))], boot[int(math.ceil(0.975 * (n_boot - 1)))]
+    ends = [BELOW if lo == -math.inf else None, BEYOND if hi == math.inf else None]
+    out.update(ci95=[None if ends[0] else math.exp(lo), None if ends[1] else math.exp(hi)], ci_ends=ends,
+               boot={"n": n_boot, "frac_below": float(np.mean(boot == -np.inf)),
+                     "frac_beyond": float(np.mean(boot == np.inf))})
+    return {**out, "interval": interval_text(out)}
+
+
+def interval_text(cu: dict) -> str:
+    """'95%: 310k – 620k', with an open end named ('95%: 310k – beyond the largest measured budget (1M)')."""
+    if not cu.get("ci95"):
+        return cu.get("interval", "no interval")
+    (lo, hi), (e_lo, e_hi) = cu["ci95"], cu["ci_ends"]
+    D = cu["scratch_tokens"]
+    left = f"{BELOW} ({fmt_tokens(D[0])})" if e_lo else fmt_tokens(lo)
+    right = f"{BEYOND} ({fmt_tokens(D[-1])})" if e_hi else fmt_tokens(hi)
+    return f"95%: {left} – {right}"
+
+
+def catch_up(tokens, scratch_by_seed: list[dict], pruned_by_seed: list[dict], n_boot: int = N_BOOT) -> dict:
+    """D_eff of the pruned arm at every budget (tokens[i], with {seed: loss} dicts per arm) on the scratch curve."""
+    D = [float(t) for t in tokens]
+    scratch = [list(s.values()) for s in scratch_by_seed]
+    per = []
+    for i, (d, p) in enumerate(zip(D, pruned_by_seed)):
+        e = d_eff(D, scratch, list(p.values()), n_boot, seed=i)
+        e.update(pruned_tokens=d, multiplier=None if e["d_eff"] is None else e["d_eff"] / d)
+        per.append(e)
+    return {"tokens": D, "scratch": [float(np.mean(s)) for s in scratch],
+            "pruned": [float(np.mean(list(p.values()))) for p in pruned_by_seed], "per_budget": per}

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from pvs import claims as C
 from pvs import report_tables as T
-from pvs.errors import PvsError
-from pvs.records import REPO_ROOT, atomic_write_json, atomic_write_text
+from pvs.report_claims import claims_markdown
+from pvs.errors import PvsError, check
+from pvs.paths import figures_root
+from pvs.records import atomic_write_json, atomic_write_text
 
 # the same names as pvs.study.EXPERIMENTS (kept here so rendering never imports torch)
 EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent")
-FIGURES = Path(os.environ.get("PVS_FIGURES", REPO_ROOT / "figures"))
 ARM_NAMES = ("parent", "P-R", "S")
 
 
@@ -64,9 +65,18 @@ def load_record(tier: str, name: str, root: Path) -> dict:
     return rec
 
 
-def provenance(rec: dict) -> dict:
+def provenance(rec: dict, out: Path | None = None) -> dict:
+    """Where a record's numbers came from. The record's path is relative to the output folder (or just its
+    name), never absolute, so re-rendering in another checkout writes the same bytes."""
     code = rec.get("code") or {}
-    return {"record": rec["_path"], "tier": rec.get("tier"), "config_hash": rec.get("config_hash"),
+    path = Path(rec["_path"])
+    try:
+        where = os.path.relpath(path, out) if out is not None else path.name
+    except ValueError:  # another drive (Windows)
+        where = path.name
+    if where.startswith(".."):
+        where = path.name
+    return {"record": where, "tier": rec.get("tier"), "config_hash": rec.get("config_hash"),
             "code_commit": code.get("commit"), "code_dirty": code.get("dirty"),
             "run_commits": sorted({str(r.get("code")) for r in rec["rows"] if r.get("code")}),
             "data_sha256": sorted({r["data_sha256"] for r in rec["rows"] if r.get("data_sha256")})}
@@ -88,16 +98,21 @@ def render_all(tier: str, metrics_root=None, out_dir=None, only=None) -> dict:
     under figures/<tier>/ (or out_dir; default with metrics_root: its parent). Returns the written paths.
     ``only``: names of the figures/tables to write (default all; the claims are always written)."""
     from pvs import report_figures as F
-    root = Path(metrics_root) if metrics_root else FIGURES / tier / "metrics"
-    out = Path(out_dir) if out_dir else (root.parent if metrics_root else FIGURES / tier)
-    recs = {name: load_record(tier, name, root) for name in EXPERIMENTS}
+    root = Path(metrics_root) if metrics_root else figures_root() / tier / "metrics"
+    out = Path(out_dir) if out_dir else (root.parent if metrics_root else figures_root() / tier)
+    present = [name for name in EXPERIMENTS if (root / f"{name}.json").is_file()]
+    check(bool(present), f"no metrics records in {str(root)!r}; run `pvs study --tier {tier}` first")
+    # an experiment not run yet is a note in place of its tables and figures, not an error: running one
+    # experiment alone must still render what it produced
+    recs = {name: load_record(tier, name, root) if name in present else
+            {"rows": [], "skipped": f"not run yet (`pvs study --tier {tier} --experiment {name}`)",
+             "_path": str(root / f"{name}.json")} for name in EXPERIMENTS}
     out.mkdir(parents=True, exist_ok=True)
     notes = {n: (f"{n}: skipped — {r['skipped']}" if r.get("skipped") else f"{n}: the record has no rows")
              for n, r in recs.items() if r.get("skipped") or not r["rows"]}
     live = {n: r for n, r in recs.items() if n not in notes}
     result = C.check_claims(live)
     cl = {c["id"]: c for c in result["claims"]}
-    noise = C.Noise(**result["noise"])
     written: dict = {"out_dir": out, "figures": {}, "tables": {}, "notes": notes, "sources": {}}
 
     def table(t: T.Table, sources: list[str]) -> None:
@@ -113,33 +128,33 @@ def render_all(tier: str, metrics_root=None, out_dir=None, only=None) -> dict:
             atomic_write_text(out / f"{t.name}.csv", t.csv())
             paths.append(out / f"{t.name}.csv")
         written["tables"][t.name] = paths
-        written["sources"][t.name] = [provenance(r) for r in used]
+        written["sources"][t.name] = [provenance(r, out) for r in used]
 
     def figure(name: str, sources: list[str], make) -> None:
         if all(s in live for s in sources) and (only is None or name in only):
             with F.style():
                 written["figures"][name] = F.save(make(), out, name, footer([recs[s] for s in sources]))
-            written["sources"][name] = [provenance(recs[s]) for s in sources]
+            written["sources"][name] = [provenance(recs[s], out) for s in sources]
 
     eq, ts, rs, rp = (live.get(n) or {"rows": []} for n in EXPERIMENTS)
     figure("fig1_loss_vs_tokens", ["token_scaling"], lambda: F.fig1_loss_vs_tokens(cl[2], ts))
     figure("fig1_acc_equal_total", ["equal_tokens"], lambda: F.fig1_acc_equal_total(eq))
     figure("token_scaling", ["token_scaling"], lambda: F.token_scaling(cl[2], ts))
-    figure("ratio_sweep", ["ratio_sweep"], lambda: F.ratio_sweep(rs, noise))
+    figure("ratio_sweep", ["ratio_sweep"], lambda: F.ratio_sweep(rs, cl[3]))
     figure("granularity", ["equal_tokens"], lambda: F.granularity(cl[1], cl[4], eq))
     figure("released_parent", ["released_parent"], lambda: F.released_parent(rp))
-    table(T.equal_tokens_table(eq, noise), ["equal_tokens"])
+    table(T.equal_tokens_table(eq), ["equal_tokens"])
     table(T.equal_tokens_ppl_table(eq), ["equal_tokens"])
     table(T.equal_tokens_downstream_table(eq), ["equal_tokens"])
     table(T.token_scaling_table(ts, cl[2]), ["token_scaling"])
-    table(T.ratio_sweep_table(rs, noise), ["ratio_sweep"])
+    table(T.ratio_sweep_table(rs), ["ratio_sweep"])
     table(T.released_parent_table(rp), ["released_parent"])
     for t in T.paper_vs_ours(ts, cl[2], eq):
         table(t, ["token_scaling", "equal_tokens"])
 
     claim_sources = [recs[n] for n in ("equal_tokens", "token_scaling", "ratio_sweep")]
-    result["provenance"] = [provenance(r) for r in claim_sources]
-    atomic_write_text(out / "claims.md", T.claims_markdown(result, footer(claim_sources)))
+    result["provenance"] = [provenance(r, out) for r in claim_sources]
+    atomic_write_text(out / "claims.md", claims_markdown(result, footer(claim_sources)))
     atomic_write_json(out / "claims.json", C.jsonable(result))
     written["claims"] = [out / "claims.md", out / "claims.json"]
     written["verdicts"] = {c["id"]: c["verdict"] for c in result["claims"]}

@@ -19,7 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from pvs import chance as K
 from pvs import claims as C
+from pvs.catchup import BEYOND
 from pvs.records import atomic_write_bytes
 from pvs.report_tables import _tokens, arm_stat, method_order, pretty
 
@@ -38,8 +40,18 @@ def style():
         yield
 
 
+def _freeze_layout(fig: Figure) -> None:
+    """Round the solved axes positions: the layout solver's last bits vary with the process's earlier
+    drawing (caches), and the PDF prints positions to 10 decimals, so unrounded it would differ between
+    two renders in one process."""
+    for ax in fig.axes:
+        box = ax.get_position()
+        ax.set_position([round(v, 6) for v in (box.x0, box.y0, box.width, box.height)])
+
+
 def save(fig: Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
-    """Write <name>.png (150 dpi) and <name>.pdf with the provenance footer; byte-stable for equal input."""
+    """Write <name>.png (150 dpi) and <name>.pdf with the provenance footer; byte-stable for equal input (no
+    software version or time in the metadata, positions rounded)."""
     engine = fig.get_layout_engine()
     if engine is not None:  # keep a strip at the bottom free for the footer
         engine.set(rect=(0, 0.2 / fig.get_figheight(), 1, 1 - 0.2 / fig.get_figheight()))
@@ -48,7 +60,9 @@ def save(fig: Figure, out_dir: Path, name: str, footer: str) -> list[Path]:
     for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=150, metadata=meta)
-        fig.set_layout_engine("none")  # the layout is solved once; the PDF reuses it (half the drawing time)
+        if fig.get_layout_engine() is not None:
+            fig.set_layout_engine("none")  # the layout is solved once; the PDF reuses it (half the drawing time)
+            _freeze_layout(fig)
         atomic_write_bytes(out_dir / f"{name}.{ext}", buf.getvalue())
         paths.append(out_dir / f"{name}.{ext}")
     return paths
@@ -140,24 +154,45 @@ def _method_labels(ax, methods: list[str]) -> None:
     ax.set_xlim(-0.6, len(methods) - 0.4)
 
 
+def _arm_values(idx: dict, key: tuple, acc: bool) -> tuple[float | None, float]:
+    """(value, s.e.) of an arm: average accuracy (%) with its s.e. (pvs.chance), else loss with its seed s.d."""
+    if acc:
+        a = K.arm_accuracy(C.arm(idx, key))
+        return (None, 0.0) if a is None else (100 * a["mean"], 100 * a["se"])
+    mean, sd, _ = arm_stat(idx, key)
+    return mean, sd or 0.0
+
+
+def _strip(strip, x, methods, diffs, errs, read, acc: bool) -> None:
+    """S − P bars: coloured by the winner where both arms are above chance, grey and labelled 'at chance'
+    where they are not (no winner is implied)."""
+    colors = ["0.75" if not ok else SCRATCH["color"] if (d > 0 if acc else d < 0) else PRUNED["color"]
+              for d, ok in zip((d or 0 for d in diffs), read)]
+    strip.bar(x, [np.nan if d is None else d for d in diffs], 0.5, yerr=errs, capsize=2, error_kw={"lw": 0.8},
+              color=colors, alpha=0.85)
+    for xi, d, ok in zip(x, diffs, read):
+        if d is not None:
+            strip.annotate((f"{d:+.1f}" if acc else f"{d:+.3f}") if ok else "at chance", (xi, 1),
+                           xycoords=("data", "axes fraction"), xytext=(0, -3), textcoords="offset points",
+                           ha="center", va="top", fontsize=7, fontweight="bold" if ok else "normal",
+                           color="0.1" if ok else "0.35")
+    strip.axhline(0, color="0.3", lw=0.8)
+    strip.margins(y=0.3)
+
+
 def fig1_acc_equal_total(rec: dict) -> Figure:
-    """Figure 1 right: pruned P-R_N vs scratch S_{P+N} per method (accuracy, else loss), with an S − P strip."""
+    """Figure 1 right: pruned P-R_N vs scratch S_{P+N} per method (accuracy, else loss), with an S − P strip;
+    accuracy is drawn against its chance level, and a difference between arms at chance is not read."""
     idx = C.index(rec["rows"])
     methods = method_order(idx, rec)
     ratio = {v: next(k[1] for k in idx if k[0] == v) for v in methods}
     acc = any(r.get("downstream_avg") is not None for r in rec["rows"] if r.get("arm") != "parent")
-    get = (lambda r: None if r.get("downstream_avg") is None else 100 * r["downstream_avg"]) if acc else \
-        (lambda r: r.get("val_loss"))
-    vals = {}
-    for v in methods:
-        for arm, budget in (("P-R", "N"), ("S", "P+N")):
-            mean, sd, _ = arm_stat(idx, (v, ratio[v], arm, budget), get)
-            se = arm_stat(idx, (v, ratio[v], arm, budget), lambda r: r.get("downstream_avg_stderr"))[0] if acc else None
-            vals[(v, arm)] = (mean, 100 * se if se is not None else (sd or 0.0))  # (value, s.e. or seed s.d.)
+    keys = {(v, arm): (v, ratio[v], arm, budget) for v in methods for arm, budget in (("P-R", "N"), ("S", "P+N"))}
+    vals = {k: _arm_values(idx, key, acc) for k, key in keys.items()}
     fig = Figure(figsize=(max(7.0, 0.95 * len(methods) + 2.5), 6.0), layout="constrained")
     top, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     x = np.arange(len(methods))
-    z = 1.96 if acc else 1.0
+    z = K.Z if acc else 1.0
     for off, arm, st, label in ((-0.2, "P-R", PRUNED, "pruned P-R_N"), (0.2, "S", SCRATCH, "scratch S_{P+N}")):
         ys = [vals[(v, arm)][0] for v in methods]
         top.bar(x + off, [np.nan if y is None else y for y in ys], 0.38, yerr=[z * vals[(v, arm)][1] for v in methods],
@@ -168,68 +203,68 @@ def fig1_acc_equal_total(rec: dict) -> Figure:
                              xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7,
                              color="white", fontweight="bold", rotation=90 if len(methods) > 12 else 0)
     ends = [y + sg * z * e for (y, e) in vals.values() if y is not None for sg in (-1, 1)]
+    chance = K.average_chance([r for r in rec["rows"] if r.get("arm") != "parent"]) if acc else None
+    if chance is not None:
+        ends.append(100 * chance)
+        top.axhline(100 * chance, color="0.2", ls="--", lw=1.1, label=f"chance ({100 * chance:.1f}%)")
     if ends:
         lo, hi = min(ends), max(ends)
         pad = max(0.08 * (hi - lo), 0.3 if acc else 0.01)
         top.set_ylim(lo - pad, hi + 3 * pad)
     _granularity_bands(top, idx, methods, label=True)
     top.set_ylabel("average accuracy (%)" if acc else "validation loss (nats/token)")
-    top.legend(loc="upper left", fontsize=8, ncols=2)
+    top.legend(loc="upper left", fontsize=8, ncols=3)
     fig.suptitle("Figure 1 (right): equal total tokens, pruned P-R_N vs scratch S_{P+N}\n" +
-                 ("average downstream accuracy (error bars 95%, from lm-eval s.e.)" if acc else
+                 ("average downstream accuracy (error bars 95%) against chance" if acc else
                   "validation loss: downstream not evaluated in these records (± s.d. over seeds)"), fontsize=11)
-    diff, derr = [], []
+    diff, derr, read = [], [], []
     for v in methods:
         (s, es), (p, ep) = vals[(v, "S")], vals[(v, "P-R")]
         diff.append(None if s is None or p is None else s - p)
         derr.append(z * math.hypot(es, ep))
-    scratch_wins = [d is not None and (d > 0 if acc else d < 0) for d in diff]
-    strip.bar(x, [np.nan if d is None else d for d in diff], 0.5, yerr=derr, capsize=2, error_kw={"lw": 0.8},
-              color=[SCRATCH["color"] if w else PRUNED["color"] for w in scratch_wins], alpha=0.85)
-    for xi, d in zip(x, diff):
-        if d is not None:
-            strip.annotate(f"{d:+.1f}" if acc else f"{d:+.3f}", (xi, 1), xycoords=("data", "axes fraction"),
-                           xytext=(0, -3), textcoords="offset points", ha="center", va="top", fontsize=7,
-                           fontweight="bold")
-    strip.axhline(0, color="0.3", lw=0.8)
-    strip.margins(y=0.3)
+        gap = K.accuracy_gap(C.arm(idx, keys[(v, "S")]), C.arm(idx, keys[(v, "P-R")])) if acc else None
+        read.append(gap is None or gap["status"] == "compared")
+    _strip(strip, x, methods, diff, derr, read, acc)
     _granularity_bands(strip, idx, methods, label=False)
     strip.set_ylabel("S − P" + (" (points)" if acc else " (loss)"))
-    strip.set_title("S − P: bar colour = the winner (blue scratch, purple pruned)", fontsize=8, fontweight="normal")
+    strip.set_title("S − P: bar colour = the winner (blue scratch, purple pruned)" +
+                    ("; grey = an arm at chance, no winner" if acc else ""), fontsize=8, fontweight="normal")
     _method_labels(strip, methods)
     return fig
 
 
-def _catch_up_text(cu: dict) -> str:
-    lo, hi = cu["ci95"]
-    short = {"crossing within the fitted range": "crossing inside the budgets"}.get(cu["status"], cu["status"])
-    short = short.replace("no crossing within the fitted range ", "no crossing in range ").replace(
-        "(none up to 1000x the largest budget)", "(none ≤ 1000x)")
-    ci = "no crossing in ≥ 97.5% of bootstraps" if lo is None else f"95%: {_tokens(lo)} – {_tokens(hi)}"
-    return f"catch-up D* = {_tokens(cu['d_star'])}  [{ci}]\n{short}"
+def _d_eff_marks(ax, cu: dict | None) -> None:
+    """On a loss panel: from each pruned point, a dotted line across to where scratch reaches its loss (D_eff),
+    with the bootstrap interval as a horizontal bar; an extrapolated D_eff is an arrow and a word, no bar."""
+    for i, e in enumerate((cu or {}).get("per_budget", [])):
+        y, x0 = e["target_loss"], e["pruned_tokens"]
+        label = "D_eff (scratch tokens to match P-R)" if i == 0 else None
+        if e["d_eff"] is not None:
+            ax.plot([x0, e["d_eff"]], [y, y], ls=":", lw=1.1, color="#d62728", label=label, zorder=2)
+            lo, hi = e.get("ci95") or (None, None)
+            if e.get("ci95") and lo is not None and hi is not None:
+                ax.errorbar([e["d_eff"]], [y], xerr=[[e["d_eff"] - lo], [hi - e["d_eff"]]], color="#d62728",
+                            marker="|", ms=10, capsize=3, lw=1.1, zorder=3)
+            else:
+                ax.plot([e["d_eff"]], [y], marker="|", ms=10, color="#d62728", zorder=3)
+        else:
+            beyond = e["status"].startswith(BEYOND)
+            ax.annotate("beyond largest\nbudget" if beyond else "scratch\nalready ahead", xy=(x0, y),
+                        xytext=(14 if beyond else -14, 0), textcoords="offset points", va="center",
+                        ha="left" if beyond else "right", fontsize=7, color="#d62728",
+                        arrowprops={"arrowstyle": "<-", "color": "#d62728", "lw": 1})
 
 
-def _gap_panel(ax, m: dict, P: float | None) -> None:
-    """Δ vs tokens with 95% intervals, the catch-up fit and its crossing."""
-    pts, cu = m["points"], m.get("catch_up") or {}
+def _gap_panel(ax, m: dict) -> None:
+    """Δ vs tokens with 95% intervals (none where an arm has one seed) and claim 2's endpoint contrast."""
+    pts = m["points"]
     x = np.array([q["tokens"] for q in pts])
     d = np.array([q["delta"].value for q in pts])
-    ax.errorbar(x, d, yerr=[q["delta"].half or 0 for q in pts], color="0.15", marker="D", ms=5, lw=0, elinewidth=1,
-                capsize=3, label="Δ (95%)", zorder=3)
+    ax.errorbar(x, d, yerr=[q["delta"].half or 0 for q in pts], color="0.15", marker="D", ms=5, lw=1, ls="--",
+                elinewidth=1, capsize=3, label="Δ (95%)", zorder=3)
     ax.axhline(0, color="0.3", lw=0.9)
-    if cu.get("model"):
-        end = x.max() * (min(cu["d_star"] / x.max(), 30) * 1.3 if cu.get("d_star") and cu["d_star"] > x.max() else 1)
-        grid = np.geomspace(x.min(), end, 200)
-        pr = cu["params"]
-        if cu["model"] == "log-linear gap":
-            fit = pr["a"] + pr["b"] * np.log(grid)
-        else:
-            law = (lambda f: f["E"] + f["A"] * (grid / x.min()) ** -f["α"])
-            fit = law(pr["scratch"]) - law(pr["pruned"])
-        ax.plot(grid, fit, color="0.45", ls="-", lw=1.2, label=f"fit: {cu['model']}")
-        if cu.get("d_star") and cu["d_star"] <= end:
-            ax.axvline(cu["d_star"], color="#d62728", ls=":", lw=1.3, label="catch-up D*")
-        ax.set_title(_catch_up_text(cu), fontsize=8, fontweight="normal")
+    ax.set_title(f"Δ(last) − Δ(first) = {m['endpoint'].short()}\n→ {m['verdict']}", fontsize=8,
+                 fontweight="normal")
     _token_axis(ax, x, None)
     lo, hi = min(0.0, float(np.min(d))), max(0.0, float(np.max(d)))
     ax.set_ylim(lo - 0.12 * (hi - lo + 1e-9), hi + 0.12 * (hi - lo + 1e-9))
@@ -238,17 +273,24 @@ def _gap_panel(ax, m: dict, P: float | None) -> None:
 
 
 def token_scaling(claim2: dict, rec: dict) -> Figure:
-    """All scaling methods: loss vs tokens (top) and the gap with the catch-up fit (bottom)."""
+    """All scaling methods: loss vs tokens with D_eff (top) and the gap with its endpoint contrast (bottom)."""
     per = claim2["per_method"]
-    fig = Figure(figsize=(4.4 * max(1, len(per)), 8), layout="constrained")
-    axes = np.array(fig.subplots(2, max(1, len(per)), squeeze=False))
+    n = max(1, len(per))
+    fig = Figure(figsize=(max(4.6 * n, 9.0), 8.4), layout="constrained")
+    # a thin row between the panels holds the shared legend (inside an axes it would hide the curves)
+    gs = fig.add_gridspec(3, n, height_ratios=[1, 0.09, 1])
     for j, m in enumerate(per):
-        _loss_panel(axes[0, j], m, _parent_loss(rec), rec.get("pretrain_tokens"), annotate=False)
-        _gap_panel(axes[1, j], m, rec.get("pretrain_tokens"))
-        axes[1, j].sharex(axes[0, j])
-    axes[0, 0].legend(loc="upper right", fontsize=7)
-    fig.suptitle("Token scaling at equal training tokens: loss (top) and gap Δ with the catch-up fit (bottom)",
-                 fontsize=11)
+        top = fig.add_subplot(gs[0, j])
+        _loss_panel(top, m, _parent_loss(rec), rec.get("pretrain_tokens"), annotate=False)
+        _d_eff_marks(top, m.get("catch_up"))
+        _gap_panel(fig.add_subplot(gs[2, j], sharex=top), m)
+    if per:
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        box = fig.add_subplot(gs[1, :])
+        box.set_axis_off()
+        box.legend(handles, labels, loc="center", ncols=min(5, len(labels)), fontsize=8)
+    fig.suptitle("Token scaling at equal training tokens: loss and D_eff, the scratch budget that matches each "
+                 "pruned model (top);\nthe gap Δ with claim 2's endpoint contrast (bottom)", fontsize=11)
     return fig
 
 
@@ -264,11 +306,16 @@ def _method_styles(idx: dict, rec: dict) -> dict:
 
 
 def _ci_note(ests) -> str:
-    return "95% intervals" if any(e.half is not None for e in ests) else "no intervals: one seed, no noise estimate"
+    has = [e.half is not None for e in ests]
+    if all(has):
+        return "95% intervals"
+    return "95% intervals; none where an arm has one seed (not tested)" if any(has) else \
+        "no intervals: one seed per arm, so not tested"
 
 
-def ratio_sweep(rec: dict, noise: C.Noise) -> Figure:
-    """Δ vs pruning ratio per method, at equal training tokens (S_N) and at equal total tokens (S_{P+N})."""
+def ratio_sweep(rec: dict, claim3: dict) -> Figure:
+    """Δ vs achieved pruning ratio per method, at equal training tokens (S_N) and equal total tokens (S_{P+N});
+    nominal ratios that reach the same shape are one point."""
     idx = C.index(rec["rows"])
     styles = _method_styles(idx, rec)
     fig = Figure(figsize=(11, 4.8), layout="constrained")
@@ -277,23 +324,22 @@ def ratio_sweep(rec: dict, noise: C.Noise) -> Figure:
     for ax, budget, title in ((axes[0], "N", "equal training tokens: S_N − P-R_N"),
                               (axes[1], "P+N", "equal total tokens: S_{P+N} − P-R_N")):
         for j, (v, st) in enumerate(styles.items()):
-            pts = []
-            for r in sorted({k[1] for k in idx if k[0] == v}):
-                s, p = C.losses(idx, (v, r, "S", budget)), C.losses(idx, (v, r, "P-R", "N"))
-                if s and p:
-                    pts.append((r, C.difference(s, p, noise)))
+            pts = [(g["achieved"], C.gap(idx, (v, g["ratio"], "S", budget), (v, g["ratio"], "P-R", "N")))
+                   for g in C.distinct_ratios(idx, v)[0]
+                   if idx.get((v, g["ratio"], "S", budget)) and idx.get((v, g["ratio"], "P-R", "N"))]
             ests += [e for _, e in pts]
             if pts:  # a small sideways dodge keeps methods with equal values visible
                 dodge = 0.006 * (j - (len(styles) - 1) / 2)
-                ax.errorbar([r + dodge for r, _ in pts], [e.value for _, e in pts], yerr=[e.half or 0 for _, e in pts],
+                ax.errorbar([a + dodge for a, _ in pts], [e.value for _, e in pts], yerr=[e.half or 0 for _, e in pts],
                             label=f"{pretty(v)} ({C._granularity(idx, v)})", capsize=3, lw=1.6, ms=6, **st)
         ax.axhline(0, color="0.3", lw=0.9)
         ax.set_title(title)
-        ax.set_xlabel("pruning ratio (fraction of non-embedding params removed)")
-        ax.xaxis.set_major_locator(FixedLocator(sorted({k[1] for k in idx})))
+        ax.set_xlabel("achieved pruning ratio (fraction of non-embedding params removed)")
     axes[0].set_ylabel("Δ = loss(S) − loss(P-R)   (> 0: pruned ahead)")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Pruning-ratio sweep: the pruning advantage vs ratio ({_ci_note(ests)})", fontsize=11)
+    if claim3.get("notes"):
+        fig.text(0.995, 0.035, "merged: " + "; ".join(claim3["notes"]), fontsize=6, color="0.3", ha="right")
+    fig.suptitle(f"Pruning-ratio sweep: the pruning advantage vs achieved ratio ({_ci_note(ests)})", fontsize=11)
     return fig
 
 
@@ -311,11 +357,13 @@ def granularity(claim1: dict, claim4: dict, rec: dict) -> Figure:
                "equal total tokens: Δ_total = loss(S_{P+N}) − loss(P-R_N)"))
     for i, (ax, est, title) in enumerate(panels):
         ys = [est[v].value if v in est else np.nan for v in methods]
-        es = [(est[v].half or 0) if v in est else 0 for v in methods]
+        es = [est[v].half if v in est and est[v].half is not None else np.nan for v in methods]
         ax.bar(x, ys, 0.62, yerr=es, color=[GRAN_COLORS.get(g, "0.5") for g in gran], capsize=3, alpha=0.9)
         for xi, y, e in zip(x, ys, es):
-            if np.isfinite(y):
-                ax.annotate(f"{y:+.3f}", (xi, y + (e if y >= 0 else -e)), xytext=(0, 3 if y >= 0 else -3),
+            if np.isfinite(y):  # † = no interval: an arm has one seed
+                e = 0 if np.isnan(e) else e
+                ax.annotate(f"{y:+.3f}" + ("" if e else "†"), (xi, y + (e if y >= 0 else -e)),
+                            xytext=(0, 3 if y >= 0 else -3),
                             textcoords="offset points",
                             ha="center", va="bottom" if y >= 0 else "top", fontsize=7)
         ax.axhline(0, color="0.3", lw=0.9)
@@ -325,8 +373,12 @@ def granularity(claim1: dict, claim4: dict, rec: dict) -> Figure:
         ax.set_ylabel("Δ  (> 0: pruned ahead)")
     _method_labels(axes[1], methods)
     ests = [m["delta"] for m in claim1["per_method"]] + [m["delta_total"] for m in claim4["per_method"]]
-    fig.suptitle(f"Granularity: the pruning advantage per method, depth / width / sparse ({_ci_note(ests)})",
-                 fontsize=11)
+    if claim4.get("gate", {}).get("reason"):
+        axes[1].text(0.01, 0.02, f"claim 4: {claim4['gate']['reason']}", transform=axes[1].transAxes, fontsize=7,
+                     color="0.3", va="bottom")
+    note = _ci_note(ests) if all(e.half is None for e in ests) or all(e.half is not None for e in ests) else \
+        "95% intervals; † none: an arm has one seed, so not tested"
+    fig.suptitle(f"Granularity: the pruning advantage per method, depth / width / sparse\n({note})", fontsize=11)
     return fig
 
 

@@ -1,10 +1,12 @@
-"""The paper's tables from metrics records, as Markdown and CSV, and the claims report (claims.md).
+"""The paper's tables from metrics records, as Markdown and CSV (the claims report: pvs.report_claims).
 
-    t = equal_tokens_table(record, noise)      # a Table
+    t = equal_tokens_table(record)             # a Table
     t.markdown(footer), t.csv()                # footer: the provenance line of the records
 
-Markdown shows "mean ± s.d." over seeds for losses and "Δ ± 95% half-width" for gaps (pvs.claims);
-the CSV keeps them as separate numeric columns (<key>_sd, <key>_ci95). Δ = loss(scratch) - loss(pruned).
+Markdown shows "mean ± s.d." over seeds for losses and "Δ ± 95% half-width" for gaps (pvs.claims; no
+interval where an arm has one seed); the CSV keeps them as separate numeric columns (<key>_sd,
+<key>_ci95). Δ = loss(scratch) - loss(pruned). Accuracies within 1.96 s.e. of their task's chance
+level are marked ° (pvs.chance).
 """
 from __future__ import annotations
 
@@ -15,14 +17,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pvs import chance as K
 from pvs import claims as C
-from pvs.catchup import CATCH_UP_MODEL
+from pvs.catchup import fmt_tokens, interval_text
 
 GRANULARITY_ORDER = ("depth", "width", "sparse")
 ARMS = (("P-R", "N", "P-R_N"), ("S", "N", "S_N"), ("S", "P+N", "S_{P+N}"))
 _PRETTY = {"minitron-depth": "Minitron Depth", "shortgpt": "ShortGPT", "minitron-width": "Minitron Width",
            "flap": "FLAP", "sheared-llama": "Sheared LLaMA", "sparsegpt": "SparseGPT", "wanda": "Wanda",
            "magnitude": "Magnitude"}
+
+
+def _tokens(x) -> str:
+    return "∞" if x is None else fmt_tokens(x)
 
 
 def pretty(variant: str) -> str:
@@ -67,7 +74,8 @@ class Table:
             return "—"
         text = format(v, fmt) if fmt and isinstance(v, (int, float)) else str(v)
         pm = row.get(f"{key}_sd", row.get(f"{key}_ci95"))
-        return f"{text} ± {format(pm, fmt.lstrip('+'))}" if pm is not None and fmt else text
+        text = f"{text} ± {format(pm, fmt.lstrip('+'))}" if pm is not None and fmt else text
+        return text + ("°" if row.get(f"{key}_at_chance") else "")
 
     def markdown(self, footer: str = "") -> str:
         lines = [f"### {self.title}", ""]
@@ -81,12 +89,14 @@ class Table:
     def csv(self) -> str:
         keys = []
         for k, _, _ in self.columns:
-            keys += [k] + [f"{k}{s}" for s in ("_sd", "_ci95") if any(r.get(f"{k}{s}") is not None for r in self.rows)]
+            keys += [k] + [f"{k}{s}" for s in ("_sd", "_ci95", "_at_chance")
+                           if any(r.get(f"{k}{s}") is not None for r in self.rows)]
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(keys)
         for r in self.rows:
-            w.writerow(["" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in keys])
+            w.writerow(["" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else
+                                                     int(r[k]) if isinstance(r[k], bool) else r[k]) for k in keys])
         return buf.getvalue()
 
 
@@ -99,12 +109,10 @@ def _arm_losses(idx, v, r, row: dict) -> None:
         row[f"loss_{tag}"], row[f"loss_{tag}_sd"], row[f"seeds_{tag}"] = arm_stat(idx, (v, r, arm, budget))
 
 
-def _gaps(idx, v, r, row: dict, noise) -> None:
-    pr = C.losses(idx, (v, r, "P-R", "N"))
+def _gaps(idx, v, r, row: dict) -> None:
     for key, budget in (("delta_n", "N"), ("delta_total", "P+N")):
-        s = C.losses(idx, (v, r, "S", budget))
-        if s and pr:
-            e = C.difference(s, pr, noise)
+        if idx.get((v, r, "S", budget)) and idx.get((v, r, "P-R", "N")):
+            e = C.gap(idx, (v, r, "S", budget), (v, r, "P-R", "N"))
             row[key], row[f"{key}_ci95"] = e.value, e.half
 
 
@@ -113,7 +121,11 @@ def _ppl_source(rows: list[dict]) -> str | None:
     return "wiki" if "wiki" in sources else (sources[0] if sources else None)
 
 
-def equal_tokens_table(rec: dict, noise: C.Noise) -> Table:
+GAP_NOTE = ("Δ ± 95% interval (each arm's own seed noise, plus the evaluation-text noise where the records carry "
+            "val_blocks); a bare Δ has no interval: one of its arms has one seed, so it is not tested.")
+
+
+def equal_tokens_table(rec: dict) -> Table:
     rows_in, idx = rec["rows"], C.index(rec["rows"])
     src = _ppl_source(rows_in)
     ppl = (lambda r: (r.get("ppl") or {}).get(src))
@@ -127,7 +139,7 @@ def equal_tokens_table(rec: dict, noise: C.Noise) -> Table:
         row = {"method": v, "granularity": C._granularity(idx, v), "ratio": r,
                "achieved_ratio": arm_stat(idx, (v, r, "P-R", "N"), lambda x: x.get("achieved_ratio"))[0]}
         _arm_losses(idx, v, r, row)
-        _gaps(idx, v, r, row, noise)
+        _gaps(idx, v, r, row)
         row["seeds"] = "/".join(str(row.pop(f"seeds_{t}")) for t in ("pr", "sn", "spn"))
         for tag, (arm, budget, _) in zip(("pr", "sn", "spn"), ARMS):
             row[f"ppl_{tag}"] = arm_stat(idx, (v, r, arm, budget), ppl)[0]
@@ -140,8 +152,8 @@ def equal_tokens_table(rec: dict, noise: C.Noise) -> Table:
     if any(r.get("acc_pr") is not None for r in out):
         cols += [(f"acc_{t}", f"avg acc % {label}", ".1f") for t, (_, _, label) in zip(("pr", "sn", "spn"), ARMS)]
     return Table("equal_tokens", "Equal training tokens (P-R_N vs S_N) and equal total tokens (S_{P+N})", cols, out,
-                 [f"Validation loss on the held-out mix: mean ± s.d. over seeds (seeds = P-R_N/S_N/S_{{P+N}}); "
-                  f"Δ > 0: pruning ahead; Δ ± 95% interval ({noise.source} for single-seed gaps).",
+                 ["Validation loss (the records' val_loss, nats/token): mean ± s.d. over seeds (seeds = "
+                  "P-R_N/S_N/S_{P+N}); Δ > 0: pruning ahead. " + GAP_NOTE,
                   f"Perplexity on the held-out '{src}' source; per-source perplexities: equal_tokens_ppl."])
 
 
@@ -166,6 +178,18 @@ def equal_tokens_ppl_table(rec: dict) -> Table:
                  [("method", "method", ""), ("arm", "arm", ""), *[(s, s, ".1f") for s in sources]], out)
 
 
+def _task_cell(runs: list[dict], task: str, row: dict) -> None:
+    """Mean accuracy (%) of ``task`` over the arm's runs, marked at chance where it is not above chance."""
+    got = [x["downstream"][task] for x in runs if task in x["downstream"]]
+    if not got:
+        row[task] = None
+        return
+    val, se = float(np.mean([e["value"] for e in got])), float(np.mean([e.get("stderr") or 0.0 for e in got]))
+    row[task] = _pct(val)
+    ok = K.above(val, se, K.chance_of(task))
+    row[f"{task}_at_chance"] = None if ok is None else not ok
+
+
 def equal_tokens_downstream_table(rec: dict) -> Table:
     idx = C.index(rec["rows"])
     tasks = sorted({t for r in rec["rows"] for t in (r.get("downstream") or {})})
@@ -178,23 +202,39 @@ def equal_tokens_downstream_table(rec: dict) -> Table:
                 continue
             row = {"method": v, "arm": label, "seeds": len(runs)}
             for t in tasks:
-                vals = [x["downstream"][t]["value"] for x in runs if t in x["downstream"]]
-                row[t] = _pct(float(np.mean(vals))) if vals else None
-            row["avg"] = _pct(arm_stat(idx, (v, r, arm, budget), lambda x: x.get("downstream_avg"))[0])
-            row["avg_ci95"] = _pct(arm_stat(idx, (v, r, arm, budget), lambda x: x.get("downstream_avg_stderr"))[0])
-            row["avg_ci95"] = None if row["avg_ci95"] is None else 1.96 * row["avg_ci95"]
+                _task_cell(runs, t, row)
+            acc = K.arm_accuracy(runs)
+            row["avg"], row["avg_ci95"] = _pct(acc["mean"]), _pct(K.Z * acc["se"])
+            row["avg_at_chance"] = None if acc["above_chance"] is None else not acc["above_chance"]
             n = sum(e["n"] for x in runs[:1] for e in x["downstream"].values())
             n_total = sum(e["n_total"] for x in runs[:1] for e in x["downstream"].values())
             row["docs"] = f"subsampled {n:,}/{n_total:,}" if n < n_total else f"full {n_total:,}"
             out.append(row)
-    notes = ["Accuracy (%) per task (the task's paper metric), average ± 95% (from lm-eval stderr); "
-             "'subsampled n/N': documents evaluated of the task validation sets, summed over tasks."]
+    if out:  # the chance level of every column, first
+        every = [x for rows in idx.values() for x in rows.values()]
+        ch = K.average_chance(every)
+        out.insert(0, {"method": "chance", "arm": "", **{t: _pct(K.chance_of(t)) for t in tasks}, "avg": _pct(ch)})
+    notes = ["Accuracy (%) per task (the task's paper metric), average ± 95% (lm-eval s.e., and the seed spread "
+             "where there are several seeds); 'subsampled n/N': documents evaluated of the task validation sets, "
+             "summed over tasks.",
+             f"° at chance: not above the task's chance level (first row) by more than {K.Z} s.e.; differences "
+             "between such arms are not read as a result."]
     if not out:
         notes = ["Downstream tasks were not evaluated in these records (study.downstream_tasks empty or "
                  "downstream_limit < 0 at this tier); losses and perplexities stand in for accuracy."]
     return Table("equal_tokens_downstream", "Zero-shot downstream accuracy (equal_tokens)",
                  [("method", "method", ""), ("arm", "arm", ""), ("seeds", "seeds", ""),
                   *[(t, t, ".1f") for t in tasks], ("avg", "avg", ".1f"), ("docs", "docs", "")], out, notes)
+
+
+def _d_eff_cell(cu: dict | None, tokens: float) -> tuple[str | None, float | None]:
+    """(D_eff in words with its interval, D_eff / D) of the pruned arm at ``tokens``."""
+    e = next((e for e in (cu or {}).get("per_budget", []) if e["pruned_tokens"] == tokens), None)
+    if e is None:
+        return None, None
+    if e["d_eff"] is None:
+        return e["status"], None
+    return f"{_tokens(e['d_eff'])} ({interval_text(e)})", e["multiplier"]
 
 
 def token_scaling_table(rec: dict, claim2: dict) -> Table:
@@ -204,34 +244,48 @@ def token_scaling_table(rec: dict, claim2: dict) -> Table:
         for q in m["points"]:
             frac = C.budget_frac(q["budget"])
             sd = (lambda d: float(np.std(list(d.values()), ddof=1)) if len(d) > 1 else None)
+            d_eff, mult = _d_eff_cell(m.get("catch_up"), q["tokens"])
             out.append({"method": m["method"], "budget": q["budget"], "train_tokens": int(q["tokens"]),
                         "paper_equiv": f"{frac * C.PAPER_P_TOKENS / 1e9:g}B" if not math.isnan(frac) else None,
                         "loss_pr": q["pruned"], "loss_pr_sd": sd(q["pruned_by_seed"]), "loss_s": q["scratch"],
                         "loss_s_sd": sd(q["scratch_by_seed"]), "delta": q["delta"].value, "delta_ci95": q["delta"].half,
-                        "seeds": len(q["pruned_by_seed"])})
+                        "seeds": f"{len(q['pruned_by_seed'])}/{len(q['scratch_by_seed'])}", "d_eff": d_eff,
+                        "d_eff_over_d": mult})
+        out.append({"method": m["method"], "budget": "Δ(last) − Δ(first)", "delta": m["endpoint"].value,
+                    "delta_ci95": m["endpoint"].half, "d_eff": m["verdict"]})
     return Table("token_scaling", "Token scaling: pruned (P-R_D) vs scratch (S_D) at equal training tokens D",
                  [("method", "method", ""), ("budget", "budget", ""), ("paper_equiv", "paper (P=200B)", ""),
                   ("train_tokens", "training tokens", ",d"), ("loss_pr", "loss P-R_D", ".3f"),
-                  ("loss_s", "loss S_D", ".3f"), ("delta", "Δ = S − P-R", "+.3f"), ("seeds", "seeds", "")], out,
+                  ("loss_s", "loss S_D", ".3f"), ("delta", "Δ = S − P-R", "+.3f"), ("seeds", "seeds P-R/S", ""),
+                  ("d_eff", "D_eff: scratch tokens to match P-R_D", ""), ("d_eff_over_d", "D_eff / D", ".2f")], out,
                  [f"Budgets are fractions of our P = {P:,} pretraining tokens; the paper's 10/30/50/250/500B are the "
-                  "same fractions of its P = 200B." if P else "Budgets are fractions of P."])
+                  "same fractions of its P = 200B." if P else "Budgets are fractions of P.", GAP_NOTE,
+                  "Each method's last line is claim 2's test: the endpoint contrast and its verdict.",
+                  "D_eff: pvs.catchup (interpolated between measured scratch budgets; extrapolation is named, "
+                  "never given an interval)."])
 
 
-def ratio_sweep_table(rec: dict, noise: C.Noise) -> Table:
+def ratio_sweep_table(rec: dict) -> Table:
     idx = C.index(rec["rows"])
-    out = []
+    out, notes = [], []
     for v in method_order(idx, rec):
-        for r in sorted({k[1] for k in idx if k[0] == v}):
-            row = {"method": v, "granularity": C._granularity(idx, v), "ratio": r,
-                   "achieved_ratio": arm_stat(idx, (v, r, "P-R", "N"), lambda x: x.get("achieved_ratio"))[0]}
+        groups, merged = C.distinct_ratios(idx, v)
+        notes += merged
+        for g in groups:
+            r = g["ratio"]
+            row = {"method": v, "granularity": C._granularity(idx, v),
+                   "ratio": ", ".join(f"{x:g}" for x in [r, *g["merged"]]), "achieved_ratio": g["achieved"]}
             _arm_losses(idx, v, r, row)
-            _gaps(idx, v, r, row, noise)
+            _gaps(idx, v, r, row)
+            row["seeds"] = "/".join(str(row.pop(f"seeds_{t}")) for t in ("pr", "sn", "spn"))
             out.append(row)
     return Table("ratio_sweep", "Pruning-ratio sweep: equal training tokens (N) and equal total tokens (P+N)",
-                 [("method", "method", ""), ("granularity", "granularity", ""), ("ratio", "ratio", ".2f"),
-                  ("achieved_ratio", "achieved", ".3f"), *_loss_cols(), ("delta_n", "Δ_N", "+.3f"),
-                  ("delta_total", "Δ_total", "+.3f")], out,
-                 ["Δ_N = loss(S_N) − loss(P-R_N); Δ_total = loss(S_{P+N}) − loss(P-R_N); ± 95% interval."])
+                 [("method", "method", ""), ("granularity", "granularity", ""), ("ratio", "nominal ratio", ""),
+                  ("achieved_ratio", "achieved", ".3f"), ("seeds", "seeds", ""), *_loss_cols(),
+                  ("delta_n", "Δ_N", "+.3f"), ("delta_total", "Δ_total", "+.3f")], out,
+                 ["Δ_N = loss(S_N) − loss(P-R_N); Δ_total = loss(S_{P+N}) − loss(P-R_N). " + GAP_NOTE,
+                  "Rows are distinct achieved ratios: nominal ratios that reach the same shape are one point."]
+                 + notes)
 
 
 def released_parent_table(rec: dict) -> Table:
@@ -270,8 +324,10 @@ def paper_vs_ours(scaling: dict | None, claim2: dict | None, equal: dict | None)
         a_p = _pct(arm_stat(idx, (v, ratio, "P-R", "N"), lambda x: x.get("downstream_avg"))[0])
         a_s = _pct(arm_stat(idx, (v, ratio, "S", "P+N"), lambda x: x.get("downstream_avg"))[0])
         lp, ls = (arm_stat(idx, (v, ratio, a, b))[0] for a, b in (("P-R", "N"), ("S", "P+N")))
+        ours = K.accuracy_gap(C.arm(idx, (v, ratio, "S", "P+N")), C.arm(idx, (v, ratio, "P-R", "N")))
         acc.append({"method": v, "paper_p": p, "paper_s": s, "paper_s_minus_p": s - p, "our_acc_p": a_p,
                     "our_acc_s": a_s, "our_acc_s_minus_p": None if a_p is None or a_s is None else a_s - a_p,
+                    "our_acc_s_minus_p_at_chance": None if ours is None else ours["status"] == K.AT_CHANCE,
                     "our_loss_delta_total": None if lp is None or ls is None else ls - lp})
     t1 = Table("paper_vs_ours", "Paper Figure 1 (left) vs ours: validation loss at equal training tokens",
                [("method", "method", ""), ("paper_tokens", "paper tokens", ""), ("paper_s", "paper S", ".2f"),
@@ -281,7 +337,8 @@ def paper_vs_ours(scaling: dict | None, claim2: dict | None, equal: dict | None)
                 ("our_p", "our P-R", ".3f"), ("our_delta", "our Δ", "+.3f"), ("our_rel", "our Δ/Δ_first", ".2f")],
                loss,
                ["Paper values read from Figure 1's pixels (±0.01); the Δ labels printed on it: " +
-                ", ".join(f"{v} {a:.2f} → {b:.2f}" for v, (a, b) in C.PAPER_FIG1_DELTA.items()) + ". Absolute losses are not comparable (different model, data, tokenizer); compare the sign of Δ and "
+                ", ".join(f"{v} {a:.2f} → {b:.2f}" for v, (a, b) in C.PAPER_FIG1_DELTA.items()) +
+                ". Absolute losses are not comparable (different model, data, tokenizer); compare the sign of Δ and "
                 "how it shrinks (Δ relative to the smallest budget)."])
     t2 = Table("paper_vs_ours_acc", "Paper Figure 1 (right) vs ours: equal total tokens, P-R_N vs S_{P+N}",
                [("method", "method", ""), ("paper_p", "paper pruned %", ".1f"), ("paper_s", "paper scratch %", ".1f"),
@@ -290,61 +347,7 @@ def paper_vs_ours(scaling: dict | None, claim2: dict | None, equal: dict | None)
                 ("our_loss_delta_total", "our Δ_total (loss)", "+.3f")], acc,
                ["Paper: average accuracy of P200-R50 vs S250; ours: average downstream accuracy of P-R_N vs S_{P+N} "
                 "(— where not evaluated) and the loss gap Δ_total = loss(S_{P+N}) − loss(P-R_N) "
-                "(> 0: pruned ahead)."])
+                "(> 0: pruned ahead).",
+                f"° at chance: an arm's average is not above its chance level by more than {K.Z} s.e., so the "
+                "difference is not read as a winner (pvs.chance)."])
     return t1, t2
-
-
-def _tokens(x) -> str:
-    if x is None:
-        return "∞"
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-def catch_up_rows(per_method: list[dict]) -> list[dict]:
-    rows = []
-    for name, cu in per_method:
-        if not cu or cu.get("model") is None:
-            rows.append({"method": name, "status": (cu or {}).get("status", "no data")})
-            continue
-        lo, hi = cu["ci95"]
-        alt = cu["alternative"]
-        rows.append({"method": name, "model": cu["model"], "range": f"{_tokens(cu['fitted_range'][0])}–"
-                     f"{_tokens(cu['fitted_range'][1])}", "d_star": _tokens(cu["d_star"]),
-                     "ci": "none (no crossing in ≥ 97.5%)" if lo is None else f"{_tokens(lo)} – {_tokens(hi)}",
-                     "status": cu["status"],
-                     "alt": f"{alt['model']}: {_tokens(alt['d_star'])} ({alt['status']})"})
-    return rows
-
-
-def claims_markdown(result: dict, footer: str) -> str:
-    """claims.md: one table of verdicts, a paragraph per claim, and the catch-up estimates."""
-    lines = ["# The paper's claims, checked against our records", "",
-             "Δ = loss(scratch) − loss(pruned), so Δ > 0 means pruning is ahead; intervals are 95%. "
-             f"Noise yardstick for single-seed comparisons: {result['noise']['source']}.", "",
-             "| # | claim | paper | ours (effect, 95%) | verdict |", "|---|---|---|---|---|"]
-    for c in result["claims"]:
-        lines.append(f"| {c['id']} | {c['name']} | {c['paper']} | {c['effect']} | **{c['verdict']}** |")
-    lines.append("")
-    for c in result["claims"]:
-        lines += [f"## Claim {c['id']}: {c['name']} — {c['verdict']}", "", c["text"], ""]
-        if c["id"] == 4 and any(m.get("accuracy") for m in c["per_method"]):
-            acc = "; ".join(f"{m['method']} {m['accuracy']['scratch_minus_pruned_points']:+.1f}"
-                            + (f" ± {1.96 * m['accuracy']['stderr_points']:.1f}" if m["accuracy"]["stderr_points"]
-                               else "") for m in c["per_method"] if m.get("accuracy"))
-            lines += [f"Average downstream accuracy, scratch S_{{P+N}} minus pruned P-R_N (points): {acc}.", ""]
-    scaling = next(c for c in result["claims"] if c["id"] == 2)
-    ours = catch_up_rows([(m["method"], m.get("catch_up")) for m in scaling["per_method"]])
-    paper = catch_up_rows([(f"paper {v}", cu) for v, cu in result["paper_catch_up"].items()])
-    lines += ["## Beyond the paper: when does scratch catch up?", "",
-              "The training budget D* at which scratch's validation loss meets the pruned model's, at equal "
-              "training tokens. " + CATCH_UP_MODEL, "",
-              "| method | model | fitted range | D* | 95% bootstrap | status | other model |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r.get('model', '—')} | {r.get('range', '—')} | {r.get('d_star', '—')} | "
-              f"{r.get('ci', '—')} | {r['status']} | {r.get('alt', '—')} |" for r in ours + paper]
-    lines += ["", "∞ = no crossing within 1000x the largest budget. The 'paper' rows apply the same fit to the "
-              "paper's Figure 1 values (tokens in the paper's units).", "", f"<sub>{footer}</sub>", ""]
-    return "\n".join(lines)
