@@ -24,7 +24,8 @@ Arithmetic (every number is printed with the assumption it rests on):
   planned at DENSE FLOPs: masked weights are still multiplied on dense hardware.
 - GPU-hours = FLOPs / (peak bf16 dense FLOP/s x MFU) / 3600. MFU is an assumption (default 40 %).
 - Pruning costs calibration forward passes only (a forward is a third of a training step's FLOPs), except
-  Sheared LLaMA, whose mask learning trains the parent on study.sheared_tokens_frac x N tokens.
+  Sheared LLaMA, whose mask learning trains the parent for max(study.sheared_min_steps,
+  study.sheared_tokens_frac x N / batch tokens) steps.
 - Data repetition: a run's epochs = tokens / tokens of its split. The split sizes come from the built token
   shards when they exist, else (DCLM) from the authors' tokenized DCLM subset of ~260B tokens cut by the
   document fractions of cfg.data (approximate: the fractions are of documents, not tokens).
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from pvs.config import RunConfig, config_hash
 from pvs.errors import PvsError, check
+from pvs.paths import cache_root
 from pvs.model import ModelShape, flops_per_token, shape_param_counts
 
 GPUS = {
@@ -144,7 +146,7 @@ def _built_split_tokens(cfg: RunConfig) -> dict | None:
 
     from pvs import stages
     key = {**stages._corpus_key(cfg), "tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
-    tok_dir = stages.CACHE / "tokens" / config_hash(key)
+    tok_dir = cache_root() / "tokens" / config_hash(key)
     out = {}
     for split in ("pretrain", "retrain"):
         meta = tok_dir / f"{split}.json"
@@ -313,10 +315,13 @@ def _prune_row(cfg: RunConfig, parent: ModelShape, variant: str, ratio: float, p
     fwd_parent = flops_per_token(parent, s.calib_seq_len) / 3
     if method == "magnitude":
         flops, note = 0.0, "data-free"
-    elif method == "sheared-llama":
-        tokens = max(1, int(s.sheared_tokens_frac * cfg.budget.retrain_tokens))
-        flops = flops_per_token(parent, s.calib_seq_len) * tokens
-        note = f"mask learning on {fmt_tokens(tokens)} tokens (parent training FLOPs)"
+    elif method == "sheared-llama":  # the rule pvs.study uses: at least study.sheared_min_steps steps
+        from pvs.prune.sheared import mask_learning_steps
+        batch_tokens = cfg.train.batch_size * s.calib_seq_len
+        steps = mask_learning_steps(s.sheared_tokens_frac, cfg.budget.retrain_tokens, batch_tokens,
+                                    s.sheared_min_steps)
+        flops = flops_per_token(parent, s.calib_seq_len) * steps * batch_tokens
+        note = f"mask learning: {steps} steps, {fmt_tokens(steps * batch_tokens)} tokens (parent training FLOPs)"
     elif method == "minitron-depth":
         # every start index of the removed block is scored: n_keep + 1 forwards of the pruned depth, + the parent
         kept = p["shape"]

@@ -20,7 +20,14 @@ Gates are multiplicative, applied by forward hooks on a stock ``LlamaForCausalLM
 
 Recipe defaults are the authors' LLM-Shearing scripts: AdamW (0.9, 0.95), no weight decay, lr 1e-4 for
 weights and 1.0 for the gates and (by gradient ascent) the Lagrange multipliers, cosine schedule to 0.1x
-with 10% warmup, the target sparsity ramped linearly from 0 over the same 10%, gradient clipping 1.0.
+with 10% warmup, the target sparsity ramped linearly from 0 over the same 10% (the paper's authors run
+3200 steps with t_warmup=320ba and lagrangian_warmup_steps=10240/32=320ba), gradient clipping 1.0.
+
+Mask learning must end with the gates' expected sparsity at the target: the final cut keeps exactly the
+target counts whatever the gates learned, so a too-short run would otherwise pass silently. A run that
+ends more than ``sparsity_tol`` (0.02) away raises ``MaskLearningNotConverged``, a one-line PvsError
+naming the budget to raise. The Lagrangian oscillates before it settles: on small models that takes a
+few hundred steps whatever the token budget (``mask_learning_steps`` sizes a study's run with a minimum).
 The released code initialises log_alpha to 5 (then clamped to log 100: every gate starts almost surely
 open) although its droprate_init line says 0.5 (log_alpha 0); ``init_log_alpha=0.0`` gives the latter.
 """
@@ -140,6 +147,40 @@ def fold_and_cut(model, shape: ModelShape, z: dict[str, torch.Tensor]):
                        ffn_keep=ffn_keep)
 
 
+# budget and the convergence check -------------------------------------------------------------
+def mask_learning_steps(token_share: float, retrain_tokens: int, batch_tokens: int, min_steps: int) -> int:
+    """Steps of a study's mask learning: enough batches of ``batch_tokens`` for ``token_share`` x N
+    tokens, but never fewer than ``min_steps``, because the Lagrangian needs a few hundred steps to
+    settle however small N is. The run reads steps x batch_tokens tokens."""
+    check(token_share >= 0, f"study.sheared_tokens_frac={token_share!r}; allowed: >= 0")
+    check(isinstance(min_steps, int) and min_steps >= 1, f"study.sheared_min_steps={min_steps!r}; allowed: >= 1")
+    check(batch_tokens > 0, f"sheared-llama batch of {batch_tokens} tokens; allowed: > 0")
+    return max(min_steps, math.ceil(token_share * retrain_tokens / batch_tokens))
+
+
+class MaskLearningNotConverged(PvsError):
+    """Mask learning ended with the expected sparsity farther than the tolerance from the target.
+    ``message(hint)`` rewords it for a caller whose budget settings have other names (pvs.study)."""
+
+    def __init__(self, expected: float, target: float, tol: float, steps: int, hint: str):
+        self.expected, self.target, self.tol, self.steps = expected, target, tol, steps
+        super().__init__(self.message(hint))
+
+    def message(self, hint: str) -> str:
+        return (f"sheared-llama: mask learning ended at expected sparsity {self.expected:.3f}, target "
+                f"{self.target:.3f} (|diff| > {self.tol:g}) after {self.steps} steps; raise {hint}")
+
+
+def _check_converged(masks: L0Masks, tol: float | None, steps: int) -> None:
+    """Raise unless the gates' expected sparsity (1 - expected kept non-embedding parameters / the
+    parent's) ended within ``tol`` of the target shape's (``tol=None`` skips the check)."""
+    if tol is None:
+        return
+    expected, target = masks.expected_sparsity(), masks.target_total_sparsity()
+    if not abs(expected - target) <= tol:  # written so that a NaN sparsity fails too
+        raise MaskLearningNotConverged(expected, target, tol, steps, "steps= or tokens=")
+
+
 # training -------------------------------------------------------------------------------------
 def _calib_batches(calib: torch.Tensor, batch_size: int, generator: torch.Generator):
     """Endless batches over ``calib``, reshuffled (seeded) every pass."""
@@ -240,13 +281,18 @@ def _train(model, parent: ModelShape, masks: L0Masks, batches, total_steps: int,
 def sheared_llama(model, calib, ratio, target_shape=None, tokens=None, steps=None, lr: float = 1e-4,
                   lag_lr: float = 1.0, warmup_frac: float = 0.1, data=None, seed: int = 0, batch_size: int = 8,
                   train_weights: bool = True, modules=MODULES, init_log_alpha: float = 5.0,
-                  constraint: str = "module", grad_clip: float = 1.0, log_every: int = 0) -> PruneResult:
+                  constraint: str = "module", grad_clip: float = 1.0, log_every: int = 0,
+                  sparsity_tol: float | None = 0.02) -> PruneResult:
     """Prune ``model`` to ``target_shape`` (ModelShape or dict of changed fields; default derived from
     ``ratio``) by Sheared-LLaMA mask learning on ``data`` (iterable of [b, T] LongTensors; default:
     ``calib`` in seeded shuffled batches of ``batch_size``) for ``tokens`` or ``steps`` (default: one pass
     over ``calib``). ``train_weights=False`` learns the masks only. ``model`` itself is trained and has the
-    final gates folded in; the returned model is a new, smaller one."""
+    final gates folded in; the returned model is a new, smaller one. Raises ``MaskLearningNotConverged``
+    when the expected sparsity ends more than ``sparsity_tol`` from the target (None: no check).
+    ``info['mask_learning_tokens']`` counts the tokens mask learning read (training tokens of the arm)."""
     check_ratio(ratio)
+    check(sparsity_tol is None or sparsity_tol >= 0,
+          f"sheared-llama sparsity_tol={sparsity_tol!r}; allowed: >= 0 or None")
     check(0 <= warmup_frac <= 1, f"sheared-llama warmup_frac={warmup_frac!r}; allowed: 0..1")
     check(isinstance(batch_size, int) and batch_size > 0, f"sheared-llama batch_size={batch_size!r}; allowed: >= 1")
     parent = shape_of(model.config)
@@ -274,6 +320,7 @@ def sheared_llama(model, calib, ratio, target_shape=None, tokens=None, steps=Non
     history, done, seen = _train(model, parent, masks, itertools.chain([first], batches), total_steps, warmup,
                                  train_weights=train_weights, lr=lr, lag_lr=lag_lr, constraint=constraint,
                                  grad_clip=grad_clip, seed=seed, log_every=log_every)
+    _check_converged(masks, sparsity_tol, done)
     final_sparsity = masks.expected_sparsity()
     z = masks.deterministic(binary_hidden=parent.tied)
     pruned = fold_and_cut(model, parent, z)
@@ -283,8 +330,8 @@ def sheared_llama(model, calib, ratio, target_shape=None, tokens=None, steps=Non
         target_shape=dataclasses.asdict(target), achieved_shape=dataclasses.asdict(shape_of(pruned.config)),
         target_ratio=1 - shape_param_counts(target)["non_embedding"] / shape_param_counts(parent)["non_embedding"],
         kept_layers=kept, kept_kv_groups=[torch.nonzero(z["head"][i]).flatten().tolist() for i in kept],
-        steps=done, tokens=seen, planned_steps=total_steps,
-        lagrangian={"constraint": constraint,
+        steps=done, tokens=seen, planned_steps=total_steps, mask_learning_tokens=seen,
+        lagrangian={"constraint": constraint, "target_sparsity": masks.target_total_sparsity(),
                     "expected_sparsity_start": history[0]["expected_sparsity"] if history else None,
                     "expected_sparsity_end": final_sparsity,
                     "target_sparsity_end": history[-1]["target_sparsity"] if history else None,
@@ -293,5 +340,5 @@ def sheared_llama(model, calib, ratio, target_shape=None, tokens=None, steps=Non
                     "lambdas": masks.lambda_values(), "history": history},
         options={"lr": lr, "lag_lr": lag_lr, "warmup_frac": warmup_frac, "batch_size": batch_size, "seed": seed,
                  "train_weights": train_weights, "modules": list(masks.modules_on), "init_log_alpha": init_log_alpha,
-                 "grad_clip": grad_clip, "constraint": constraint})
+                 "grad_clip": grad_clip, "constraint": constraint, "sparsity_tol": sparsity_tol})
     return PruneResult(model=pruned, masks=None, info=info)
