@@ -142,6 +142,9 @@ class StudyConfig:
     """Variants of the pruning-ratio sweep."""
     sweep_ratios: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8])
     """Ratios of the sweep (structured targets from the shape search, pvs.prune.shapes)."""
+    sweep_equal_total: bool = True
+    """The sweep also trains S_{P+N} at every ratio (the paper's Figure 3 lines); the ratio claim itself
+    compares P-R_N with S_N, so a tier short of compute can leave these out."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds of every training arm (data order, and init for scratch arms)."""
     headline_method: str = "minitron-depth"

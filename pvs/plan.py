@@ -39,6 +39,7 @@ from pathlib import Path
 from pvs.config import RunConfig, config_hash
 from pvs.errors import PvsError, check
 from pvs.paths import cache_root
+from pvs.regime import format_regime
 from pvs.model import ModelShape, flops_per_token, shape_param_counts
 
 GPUS = {
@@ -352,7 +353,8 @@ def format_plan(cfg_or_plan: RunConfig | Plan, **options) -> str:
                 f"authors': a step counted as {a['step_tokens_counted']:,} tokens, so a run sees "
                 f"steps x {a['tokens_per_step']:,} tokens")
     supply = ", ".join(f"{k} {fmt_tokens(v) if v else '?'}" for k, v in a["data_supply"].items())
-    lines = [
+    lines = [format_regime(cfg_or_plan), ""] if isinstance(cfg_or_plan, RunConfig) else []
+    lines += [
         f"pvs plan, tier {a['tier']}: {a['batch_size']} x {a['seq_len']} = {a['tokens_per_step']:,} tokens per step",
         f"token -> step rounding: {rounding}",
         f"GPU-hours on {a['gpu']} at {a['peak_flops'] / 1e12:g} TFLOP/s bf16 dense peak x assumed MFU "

@@ -258,7 +258,7 @@ def experiment_arms(name: str, cfg: RunConfig) -> list[Arm]:
     if name == "ratio_sweep":
         return [a for v in s.sweep_methods for r in s.sweep_ratios for seed in s.seeds for a in
                 (Arm("pruned", v, r, N, "N", seed), Arm("scratch", v, r, N, "N", seed),
-                 Arm("scratch", v, r, P + N, "P+N", seed))]
+                 *([Arm("scratch", v, r, P + N, "P+N", seed)] if s.sweep_equal_total else []))]
     if name == "released_parent":
         return []  # see run_experiment
     raise PvsError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")

@@ -50,7 +50,7 @@ def test_overrides_are_typed_and_change_the_hash():
 @pytest.mark.parametrize("override, message", [
     ("budget.pretrain_tokens=0", "budget.pretrain_tokens=0 must be a positive number of tokens"),
     ("budget.retrain_tokens=-1", "budget.retrain_tokens=-1 must be a positive"),
-    ("parent.n_kv_heads=3", "n_heads=8 is not divisible by model.n_kv_heads=3"),
+    ("parent.n_kv_heads=3", "n_heads=4 is not divisible by model.n_kv_heads=3"),
     ("train.lr=fast", "expected a number, got 'fast'"),
     ("train.nope=1", "unknown field 'nope'"),
     ("data.max_docs=[1]", "expected an integer"),

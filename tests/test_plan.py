@@ -120,3 +120,20 @@ def test_bad_options_are_one_line_errors(paper, kwargs, match):
     with pytest.raises(PvsError, match=match) as e:
         plan(paper, **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_cpu_tier_keeps_the_papers_regime():
+    """The default study is a faithful miniature: tokens per parameter, P:N, budgets, distinct ratios, steps,
+    recipe (pvs.regime.TARGETS); the table prints both columns."""
+    from pvs import regime, tiers
+    cfg = tiers.get("cpu")
+    assert regime.problems(cfg) == []
+    r = regime.regime(cfg)
+    assert r["tokens_per_param"] >= 20 and r["p_over_n"] == 4 and r["distinct_depth_shapes"] == 4
+    assert len(r["scaling_fracs"]) >= 4 and r["seeds"] >= 3
+    text = regime.format_regime(cfg)
+    assert "keeps the paper's regime" in text and "28.7" in text  # the paper's 200B / 6.98B
+    # and a tier that does not keep it says where
+    bad = apply_overrides(cfg, ["budget.pretrain_tokens=400000", "budget.retrain_tokens=200000"])
+    found = regime.problems(bad)
+    assert any("tokens per non-embedding parameter" in p for p in found) and any("P:N is 2.00" in p for p in found)

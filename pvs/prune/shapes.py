@@ -102,8 +102,9 @@ def depth_target(parent: ModelShape, ratio: float) -> ModelShape:
 
 
 def _default_steps(parent: ModelShape) -> tuple[int, int]:
-    hidden_step = parent.attn_head_dim if parent.hidden >= 2048 else 8
-    ffn_step = 32 if parent.ffn >= 1024 else 8
+    # steps of 8 are too coarse for a miniature (hidden 32, FFN 64): there, an eighth of the width
+    hidden_step = parent.attn_head_dim if parent.hidden >= 2048 else max(1, min(8, parent.hidden // 8))
+    ffn_step = 32 if parent.ffn >= 1024 else max(1, min(8, parent.ffn // 16))
     return hidden_step, ffn_step
 
 
