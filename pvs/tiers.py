@@ -66,16 +66,19 @@ def _cpu() -> RunConfig:
 def _gpu() -> RunConfig:
     # The parent has SmolLM2-135M's exact shape and tokenizer, so experiment released_parent can compare
     # pruning our own pretrained parent with pruning the released SmolLM2-135M (paper: custom P200 vs
-    # released Llama-3.1-8B). The offline corpus (~8M tokens with this tokenizer) repeats for several
-    # epochs (recorded in each run); with a network set data.source=dclm for fresh text.
+    # released Llama-3.1-8B). In the paper's regime: 106M non-embedding parameters on P = 2.8B tokens
+    # (26 per parameter; paper 29), N = P/4, streamed from DCLM-Baseline. That needs a network: offline it
+    # stops with a one-line error naming the tokens it lacks (the offline mix has ~11M with this tokenizer
+    # and would repeat ~300 times).
     return RunConfig(
         tier="gpu",
         parent=ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, ffn=1536, vocab=49152,
                           tied=True, rope_theta=100_000.0, max_seq=8192),
-        data=DataConfig(tokenizer="smollm2-135m", vocab_size=49152),
+        data=DataConfig(source="dclm", tokenizer="smollm2-135m", vocab_size=49152, retrain_frac=0.25,
+                        calib_frac=0.002, valid_frac=0.002),
         train=TrainConfig(seq_len=1024, batch_size=64, lr=1e-3, checkpoint_every=500, log_every=20),
         eval=EvalConfig(seq_len=1024, max_tokens=262_144, batch_size=32),
-        budget=BudgetConfig(pretrain_tokens=40_000_000, retrain_tokens=10_000_000),
+        budget=BudgetConfig(pretrain_tokens=2_800_000_000, retrain_tokens=700_000_000),
         study=StudyConfig(released_parent="smollm2-135m", downstream_limit=500, calib_samples=128,
                           calib_seq_len=1024, workers=1),
     )

@@ -118,6 +118,8 @@ CASES = [
     (["plan", "--tier", "smoke", "--rounding", "nope"], ["'nope'", "exact", "authors"]),
     (["nope"], ["invalid choice: 'nope'", "prune"]),
     (["show", "--runs", "pyproject.toml"], ["--runs 'pyproject.toml'", "is a file", "folder"]),
+    # the gpu tier streams DCLM: offline it names the data it lacks instead of repeating the offline mix
+    (["data", "--tier", "gpu"], ["tier gpu needs 3.75B tokens", "P = 2.80B", "unreachable"]),
 ]
 
 
