@@ -4,7 +4,10 @@ final notebook that renders every table and figure from the cached metrics.
     run_study(cfg, "cpu")                           # all experiments of the tier, then the figures
     run_study(cfg, "cpu", figures_only=True)        # re-render from figures/cpu/metrics/*.json only
 
-Executed notebooks are written to runs/<tier>/notebooks/ for inspection.
+Executed notebooks are written to runs/<tier>/notebooks/ for inspection; the executed final notebook is
+also published as figures/<tier>/report.ipynb (claims, figures and tables inline), free of volatile
+metadata (times, kernel details, absolute paths), so re-rendering from the same records rewrites it
+byte for byte and it opens in any notebook viewer without running anything.
 """
 from __future__ import annotations
 
@@ -25,18 +28,34 @@ EXPERIMENT_NOTEBOOKS = {
 FIGURES_NOTEBOOK = "99_figures.ipynb"
 
 
-def execute(notebook: str, out: Path, parameters: dict) -> float:
+def execute(notebook: str, out: Path, parameters: dict, cwd: Path = REPO_ROOT) -> float:
     """Execute one notebook headless (kernel python3 of this environment); return its wall time."""
     import papermill as pm
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
         pm.execute_notebook(str(NOTEBOOKS / notebook), str(out), parameters=parameters, kernel_name="python3",
-                            progress_bar=False, log_output=True, cwd=str(REPO_ROOT))
+                            progress_bar=False, log_output=True, cwd=str(cwd))
     except pm.PapermillExecutionError as e:
         raise PvsError(f"notebook {notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue.splitlines()[0] if e.evalue else ''}"
                        f" (executed copy: {out})") from None
     return time.time() - t0
+
+
+def publish_report(executed: Path, target: Path) -> Path:
+    """Copy an executed notebook without what changes from run to run (papermill's timings and paths,
+    execution timestamps, the kernel's language details)."""
+    import nbformat
+    from pvs.records import atomic_write_text
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata = nbformat.from_dict({"kernelspec": nb.metadata.get("kernelspec", {}),
+                                      "language_info": {"name": "python"}})
+    for cell in nb.cells:
+        cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k == "tags"})
+        cell.pop("id", None)
+    nb.nbformat_minor = 4  # cell ids (4.5) are random per execution
+    atomic_write_text(target, nbformat.writes(nb) + "\n")
+    return target
 
 
 def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False,
@@ -57,7 +76,11 @@ def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only
             print(f"   done in {times[name]:.0f} s -> {out_dir / nb}", flush=True)
     print(f"== notebook {FIGURES_NOTEBOOK} (tables and figures from figures/{tier}/metrics)", flush=True)
     from pvs.study import metrics_dir_for
-    times["figures"] = execute(FIGURES_NOTEBOOK, out_dir / FIGURES_NOTEBOOK,
-                               {"tier": tier, "metrics_root": str(metrics_dir_for(tier))})
+    metrics_dir_for(tier).mkdir(parents=True, exist_ok=True)
+    # run in figures/<tier>/ with the metrics folder named relative to it, so the published notebook holds
+    # no path of this machine
+    times["figures"] = execute(FIGURES_NOTEBOOK, out_dir / FIGURES_NOTEBOOK, {"tier": tier, "metrics_root": "metrics"},
+                               cwd=metrics_dir_for(tier).parent)
+    publish_report(out_dir / FIGURES_NOTEBOOK, metrics_dir_for(tier).parent / "report.ipynb")
     print(f"   done in {times['figures']:.0f} s -> figures/{tier}/", flush=True)
     return times

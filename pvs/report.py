@@ -177,6 +177,24 @@ def _index(tier: str, w: dict) -> str:
     return "\n".join(lines)
 
 
+CAPTIONS = {
+    "fig1_loss_vs_tokens": "Figure 1 (left): validation loss of the pruned model retrained for D tokens (P-R_D) and of "
+                           "the same shape from scratch (S_D), at each budget. The shaded gap is what the pruned start "
+                           "is worth; claim 1 asks that it be positive, claim 2 that it shrink as D grows.",
+    "fig1_acc_equal_total": "Figure 1 (right): at equal total tokens the scratch model also gets the parent's P "
+                            "tokens (S_{P+N}). Claim 4 asks whether fine-grained (sparse) pruning keeps an edge here "
+                            "while coarse (depth, width) pruning is matched or beaten.",
+    "token_scaling": "Token scaling: the losses with D_eff, the scratch budget that matches each pruned model (top), "
+                     "and the gap with claim 2's endpoint contrast (bottom).",
+    "ratio_sweep": "Ratio sweep: the equal-token gap against the achieved pruning ratio; claim 3 asks that it "
+                   "shrink as more is pruned.",
+    "granularity": "Granularity: each method's gap at equal training tokens (top, claim 1) and at equal total "
+                   "tokens (bottom, claim 4), grouped depth / width / sparse.",
+    "released_parent": "Released parent: pruning the released SmolLM2-135M against pruning our own parent.",
+}
+"""What each figure shows, printed under it in the report notebook."""
+
+
 def show(written: dict) -> None:
     """Display the claims, figures and tables of render_all's result in a notebook."""
     from IPython.display import Image, Markdown, display
@@ -184,7 +202,7 @@ def show(written: dict) -> None:
         display(Markdown(f"> {note}"))
     display(Markdown(Path(written["claims"][0]).read_text()))
     for name, (png, _pdf) in written["figures"].items():
-        display(Markdown(f"### {name}"), Image(filename=str(png)))
+        display(Markdown(f"### {name}\n\n{CAPTIONS.get(name, '')}"), Image(filename=str(png)))
     for name, paths in written["tables"].items():
         display(Markdown(Path(paths[0]).read_text()))
 

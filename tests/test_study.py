@@ -63,8 +63,17 @@ def test_figures_are_rendered_from_records_and_follow_them(smoke):
         assert f"{stem}.png" in produced and f"{stem}.pdf" in produced, stem
     for stem in ("equal_tokens", "token_scaling", "ratio_sweep", "paper_vs_ours"):
         assert f"{stem}.md" in produced and f"{stem}.csv" in produced, stem
-    assert "claims.md" in produced
-    before = {n: (figures / n).read_bytes() for n in ("equal_tokens.csv", "granularity.png")}
+    assert "claims.md" in produced and "report.ipynb" in produced
+    report = (figures / "report.ipynb").read_text()
+    assert "papermill" not in report and str(base) not in report and "image/png" in report
+    before = {n: (figures / n).read_bytes() for n in ("equal_tokens.csv", "granularity.png", "report.ipynb")}
+
+    # re-rendering the same records rewrites every output byte for byte (the published notebook too)
+    proc = subprocess.run([sys.executable, "-m", "pvs.cli", "study", "--tier", "smoke", "--figures-only"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name, old in before.items():
+        assert (figures / name).read_bytes() == old, name
 
     # change one record: the figures-only path (no training) must follow it
     path = figures / "metrics" / "equal_tokens.json"
