@@ -124,6 +124,10 @@ class BudgetConfig:
             check(v > 0, f"budget.{name}={v} must be a positive number of tokens")
 
 
+SPARSE_SCRATCH_INITS = ("authors", "fresh")
+"""The sparse scratch baselines pvs can draw (StudyConfig.sparse_scratch_init)."""
+
+
 @dataclass
 class StudyConfig:
     """Which experiments of the paper run, and at what size (see pvs.study and notebooks/)."""
@@ -177,6 +181,14 @@ class StudyConfig:
     tokenizer needed); '' = skip it (the CPU tier cannot afford retraining SmolLM2-135M)."""
     workers: int = 1
     """Training arms run in parallel processes (each with train.threads threads)."""
+    sparse_scratch_init: str = "authors"
+    """How the S arms of sparse methods are drawn (pvs.prune.masks.reinit_with_masks), same mask either way:
+    'authors' (their reinit script) redraws the kept linear weights from N(0, 0.02) and keeps the parent's
+    embeddings and norms; 'fresh' redraws everything, as a dense scratch model is."""
+
+    def validate(self) -> None:
+        check(self.sparse_scratch_init in SPARSE_SCRATCH_INITS,
+              f"study.sparse_scratch_init={self.sparse_scratch_init!r}; allowed: {', '.join(SPARSE_SCRATCH_INITS)}")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 An arm is one trained model: a pruned parent retrained on N tokens (P-R_N, the retrain split) or
 the same architecture from random init (S_N or S_{P+N}, the pretrain split, as the paper's
 scratch runs read the pretraining data). Sparse scratch arms keep the pruned mask and redraw the
-surviving weights (pvs.prune.masks.reinit_with_masks). Every directory is named by a hash of
+surviving weights (pvs.prune.masks.reinit_with_masks, by default the authors' scheme, which keeps the
+parent's embeddings and norms; study.sparse_scratch_init='fresh' redraws them too). Every directory is named by a hash of
 everything it depends on, so scratch arms of methods that reach the same architecture are
 shared, a rerun skips finished arms, and a changed setting re-runs only what depends on it.
 
@@ -163,8 +164,8 @@ def _init_model(cfg: RunConfig, arm: Arm, pruned: Path):
                                  f"rerun pruning")
     if arm.init == "pruned":
         return model, masks, "retrain"
-    if masks:  # sparse scratch: the pruned mask, fresh weights
-        return reinit_with_masks(model, masks, seed=arm.seed), masks, "pretrain"
+    if masks:  # sparse scratch: the pruned mask, redrawn weights (study.sparse_scratch_init says which)
+        return reinit_with_masks(model, masks, seed=arm.seed, scheme=cfg.study.sparse_scratch_init), masks, "pretrain"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(arm.seed)
         fresh = type(model)(model.config)
@@ -180,8 +181,9 @@ def arm_dir(cfg: RunConfig, arm: Arm) -> Path:
     else:  # keyed by the architecture (and mask), not the method, so equal shapes share a run
         rec = read_json(pruned / "prune.json")
         arch = {"config": rec["config"], "masks": rec["variant"] if rec["granularity"] == "sparse" else None}
-        if arch["masks"]:
+        if arch["masks"]:  # a sparse scratch arm is its mask and how its weights were drawn
             arch["masks"] = pruned.name
+            arch["init"] = cfg.study.sparse_scratch_init
         key = {"arch": arch, "tokens": arm.tokens, "train": train_cfg, "data": to_dict(cfg.data)}
         name = f"scratch-{config_hash(arch, 8)}-S{arm.tokens}-s{arm.seed}"
     return runs_root() / cfg.tier / "arms" / f"{name}-{config_hash(key, 8)}"

@@ -109,6 +109,8 @@ CASES = [
     (["study", "--tier", "smoke", "--experiment", "nope"], ["unknown experiment 'nope'", "equal_tokens"]),
     (["study", "--tier", "smoke", "--set", "study.methods=[nope]"], ["study.methods", "'nope'", "allowed"]),
     (["study", "--tier", "smoke", "--set", "study.sweep_methods=[wanda-3:4]"], ["study.sweep_methods", "'3:4'"]),
+    (["study", "--tier", "smoke", "--set", "study.sparse_scratch_init=paper"],
+     ["study.sparse_scratch_init='paper'", "allowed: authors, fresh"]),
     (["downstream", "--tier", "smoke", "--run", "/nonexistent-run"], ["'/nonexistent-run'", "does not exist"]),
     (["downstream", "--tier", "smoke", "--run", "tests", "--limit", "0"], ["--limit 0", "positive"]),
     (["downstream", "--tier", "smoke", "--run", "tests", "--tasks", "nope"], ["unknown task 'nope'"]),

@@ -245,27 +245,38 @@ def test_masks_save_load_hash_apply(tmp_path):
         load_masks(tmp_path)
 
 
-@pytest.mark.parametrize("keep_parent_parts", [False, True])
-def test_reinit_keeps_masks_redraws_survivors_and_is_seeded(keep_parent_parts):
+@pytest.mark.parametrize("scheme", ["authors", "fresh"])
+def test_reinit_keeps_masks_redraws_survivors_and_is_seeded(scheme):
     _, res = _prune("magnitude", 0.5, pattern="2:4")
     pruned = res.model
-    a = reinit_with_masks(copy.deepcopy(pruned), res.masks, seed=42, keep_embeddings_and_norms=keep_parent_parts)
-    b = reinit_with_masks(copy.deepcopy(pruned), res.masks, seed=42, keep_embeddings_and_norms=keep_parent_parts)
-    c = reinit_with_masks(copy.deepcopy(pruned), res.masks, seed=7, keep_embeddings_and_norms=keep_parent_parts)
+    a = reinit_with_masks(copy.deepcopy(pruned), res.masks, seed=42, scheme=scheme)
+    b = reinit_with_masks(copy.deepcopy(pruned), res.masks, seed=42, scheme=scheme)
+    c = reinit_with_masks(copy.deepcopy(pruned), res.masks, seed=7, scheme=scheme)
     pa, pb, pc, p0 = (dict(m.named_parameters()) for m in (a, b, c, pruned))
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     for k, keep in res.masks.items():
         assert torch.equal(pa[k] != 0, keep)  # the mask, exactly
         assert not torch.equal(pa[k], pc[k])
         assert not torch.isclose(pa[k][keep], p0[k][keep]).any()
-        assert pa[k].abs().max() <= 0.04 + 1e-7  # truncated at 2 std
     assert not torch.equal(pa["lm_head.weight"], p0["lm_head.weight"])  # untied head is an nn.Linear
+    kept = torch.cat([pa[k][keep] for k, keep in res.masks.items()]).detach()
+    widest = float(kept.abs().max())
     emb, norm = "model.embed_tokens.weight", "model.layers.0.input_layernorm.weight"
-    if keep_parent_parts:
+    if scheme == "authors":  # their reinit script: untruncated N(0, 0.02) linears; embeddings and norms kept
         assert torch.equal(pa[emb], p0[emb]) and torch.equal(pa[norm], p0[norm])
+        assert torch.equal(pa["model.norm.weight"], p0["model.norm.weight"])
+        assert abs(float(kept.std()) / 0.02 - 1) < 0.05
+        assert widest > 0.04  # not truncated at 2 std (P(all of ~3k draws inside) is ~1e-60)
     else:
+        assert widest <= 0.04 + 1e-7  # truncated at 2 std
         assert not torch.equal(pa[emb], p0[emb]) and abs(float(pa[emb].detach().std()) - 0.02) < 0.002
         assert torch.all(pa[norm] == 1) and torch.all(pa["model.norm.weight"] == 1)
+
+
+def test_reinit_scheme_is_checked():
+    _, res = _prune("magnitude", 0.5, pattern="2:4")
+    with pytest.raises(PvsError, match=r"sparse scratch init 'paper'; allowed: authors, fresh"):
+        reinit_with_masks(res.model, res.masks, seed=0, scheme="paper")
 
 
 def test_masked_adamw_step_keeps_zeros():

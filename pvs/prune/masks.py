@@ -8,7 +8,7 @@ pruned (and training must keep exactly the pruned ones at zero).
     masks = load_masks(run_dir)                     # None when the directory has no masks
     apply_masks_(model, masks)                      # zero the pruned weights in place
     check_nm(masks[name], 2, 4)                     # a valid 2:4 pattern?
-    reinit_with_masks(model, masks, seed=42)        # same sparsity pattern, random weights
+    reinit_with_masks(model, masks, seed=42)        # same sparsity pattern, random weights (authors' scheme)
 
 On disk each mask is bit-packed (8 weights per byte, so an 8B parent's masks take ~0.9 GB, not 7 GB) and
 its shape kept in the safetensors metadata.
@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
+from pvs.config import SPARSE_SCRATCH_INITS
 from pvs.errors import PvsError, check
 from pvs.records import atomic_write_bytes
 
@@ -119,40 +120,54 @@ def check_nm(mask: torch.Tensor, n: int, m: int) -> bool:
 
 @torch.no_grad()
 def reinit_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], seed: int, std: float = 0.02,
-                      keep_embeddings_and_norms: bool = False) -> nn.Module:
+                      scheme: str = "authors") -> nn.Module:
     """The sparse "scratch" baseline, in place: same masks, random weights.
 
-    Every nn.Linear weight (attention, MLP and the output head when untied) is redrawn from a normal(0, std)
-    truncated at +-2 std, then multiplied by its mask, so the sparsity pattern is kept exactly and the
-    surviving weights are new. Linear biases (none in Llama) are zeroed.
+    Every nn.Linear weight (attention, MLP and an untied output head) is redrawn and multiplied by its
+    mask, so the sparsity pattern is kept exactly and the surviving weights are new; Linear biases (none
+    in Llama) are zeroed. The two schemes differ in what else is redrawn:
 
-    Decision: by default the input embedding (and a tied head) is redrawn from normal(0, std) and every
-    norm weight reset to 1, so "scratch" is really random. The authors' reinit script re-initialises only
-    nn.Linear modules and keeps the parent's embeddings and RMSNorm weights; keep_embeddings_and_norms=True
-    reproduces that. Draws use a CPU generator seeded with ``seed``, so the result does not depend on the
-    device.
+    - ``"authors"`` (default): the authors' reinit script (LPC pruning/wanda/reinit.py). Linear weights
+      from normal(0, std), untruncated (their trunc_normal_ call keeps torch's default +-2 *absolute*
+      bounds, 100 std at std 0.02); the parent's input embedding and RMSNorm gains are kept as they are.
+      A head tied to the embedding is the embedding, so it is kept too (Llama-3.1-8B's head is untied).
+    - ``"fresh"`` (pvs's earlier default, kept as a named variant): everything random, as a dense scratch
+      model is. Linear weights from normal(0, std) truncated at +-2 std, the embedding (and a tied head)
+      redrawn from normal(0, std), every norm gain reset to 1.
+
+    The difference matters to the paper's sparse claim: the "authors" baseline keeps the parent's
+    token representations, so at equal total tokens it starts ahead of a truly random model.
+    Draws use a CPU generator seeded with ``seed``, so the result does not depend on the device.
     """
     _check_masks(masks)
     check(std > 0, f"reinit std={std!r} must be > 0")
+    check(scheme in SPARSE_SCRATCH_INITS, f"sparse scratch init {scheme!r}; allowed: {', '.join(SPARSE_SCRATCH_INITS)}")
+    fresh = scheme == "fresh"
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     embeddings = {id(mod.weight) for mod in model.modules() if isinstance(mod, nn.Embedding)}
     done: set[int] = set()
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
-            if id(p) in done:  # a tied weight is drawn once, under its first owner (the embedding)
+            if id(p) in done:  # a tied weight is handled once, under its first owner (the embedding)
                 continue
             done.add(id(p))
             if id(p) in embeddings or isinstance(module, nn.Embedding):
-                if not keep_embeddings_and_norms:
+                if fresh:
                     p.copy_(torch.randn(p.shape, generator=gen) * std)
             elif isinstance(module, nn.Linear) and pname == "weight":
-                fresh = torch.empty(p.shape)
-                nn.init.trunc_normal_(fresh, 0.0, std, -2 * std, 2 * std, generator=gen)
-                p.copy_(fresh)
+                p.copy_(_linear_draw(p.shape, std, truncate=fresh, gen=gen))
             elif isinstance(module, nn.Linear) and pname == "bias":
                 p.zero_()
-            elif pname == "weight" and p.dim() == 1 and not keep_embeddings_and_norms:
+            elif fresh and pname == "weight" and p.dim() == 1:
                 p.fill_(1.0)  # RMSNorm / LayerNorm gain
-            elif pname == "bias" and p.dim() == 1 and not keep_embeddings_and_norms:
+            elif fresh and pname == "bias" and p.dim() == 1:
                 p.zero_()
     return apply_masks_(model, masks)
+
+
+def _linear_draw(shape, std: float, truncate: bool, gen: torch.Generator) -> torch.Tensor:
+    if not truncate:
+        return torch.randn(shape, generator=gen) * std
+    out = torch.empty(shape)
+    nn.init.trunc_normal_(out, 0.0, std, -2 * std, 2 * std, generator=gen)
+    return out
