@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from pvs.errors import PvsError, check
+from pvs.experiments import EXPERIMENTS
 
 
 METHODS_HELP = ("depth: minitron-depth, shortgpt; width: minitron-width, flap, sheared-llama; sparse: sparsegpt, "
@@ -162,13 +163,14 @@ def cmd_prune(args) -> None:
 
 def cmd_train(args) -> None:
     from pvs import stages, study
+    from pvs.experiments import Arm
     from pvs.prune.registry import check_ratio, parse_variant
     cfg = resolve_config(args)
     parse_variant(args.method)
     check_ratio(args.ratio)
     study.check_parent_exists(cfg)
     tokens = args.tokens or cfg.budget.retrain_tokens
-    arm = study.Arm(args.init, args.method, args.ratio, tokens, "N", args.seed)
+    arm = Arm(args.init, args.method, args.ratio, tokens, "N", args.seed)
     run = study.run_arm(cfg, arm)
     rec = json.loads((run / "train.json").read_text())
     print(f"{args.init} {args.method} r{args.ratio}: {rec['tokens']:,} tokens, final train loss {rec['final_loss']:.4f}"
@@ -215,7 +217,7 @@ def cmd_study(args) -> None:
 def cmd_shapes(args) -> None:
     from pvs import study
     from pvs.model import shape_of
-    from pvs.prune.shapes import build_table
+    from pvs.prune.shapes import build_table, table_name
     from pvs.stages import prepare_data
     cfg = resolve_config(args)
     if args.parent:
@@ -223,7 +225,7 @@ def cmd_shapes(args) -> None:
         cfg = merge(cfg, {"study": {"parent": args.parent}})
     data = prepare_data(cfg)
     model = study.load_parent_model(cfg, data)
-    name = study.shape_table_name(cfg)
+    name = table_name(cfg)
     if args.search:  # calibration-loss criterion: one-shot prune each candidate, keep the lowest loss
         table = build_table(name, shape_of(model), model, study.calib_tokens(cfg, data))
     else:
@@ -323,7 +325,7 @@ VERB_NOTES = {
              "masks) and prune.json. A folder holding another result is refused, never overwritten.",
     "train": "P-R (--init pruned) reads the retrain split from the pruned weights; S (--init scratch) the pretrain "
              "split from a fresh init of the same shape. Output under runs/<tier>/arms/.",
-    "study": "Runs the experiment notebooks (equal_tokens, token_scaling, ratio_sweep, released_parent), then "
+    "study": f"Runs the experiment notebooks ({', '.join(EXPERIMENTS)}), then "
              "renders every table and figure into figures/<tier>/.",
 }
 

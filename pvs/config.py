@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from pvs.errors import PvsError, check
+from pvs.experiments import EXPERIMENTS
 from pvs.model import ModelShape
 
 
@@ -124,6 +125,8 @@ class BudgetConfig:
             check(v > 0, f"budget.{name}={v} must be a positive number of tokens")
 
 
+CALIBRATIONS = ("shared", "authors")
+"""How the study sizes each method's calibration data (StudyConfig.calibration)."""
 SPARSE_SCRATCH_INITS = ("authors", "fresh")
 """The sparse scratch baselines pvs can draw (StudyConfig.sparse_scratch_init)."""
 
@@ -154,10 +157,15 @@ class StudyConfig:
     headline_method: str = "minitron-depth"
     """The headline comparison (P-R_N vs S_N) that runs with headline_seeds for an uncertainty estimate."""
     headline_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    calibration: str = "shared"
+    """'shared': every method calibrates on calib_samples x calib_seq_len tokens of the calib split; 'authors':
+    each method on the number and length of sequences the authors' scripts use (pvs.prune.registry; e.g. 128 x
+    8192 for Wanda and SparseGPT, 1024 x 8192 for Minitron and ShortGPT, 2048 x 128 for FLAP), sequences
+    capped at train.seq_len. The text is the tier's calib split either way (not C4 or WikiText)."""
     calib_samples: int = 64
-    """Calibration sequences drawn from the calib split (shared by every method)."""
+    """Calibration sequences drawn from the calib split (calibration = 'shared')."""
     calib_seq_len: int = 256
-    """Tokens per calibration sequence."""
+    """Tokens per calibration sequence (calibration = 'shared')."""
     sheared_tokens_frac: float = 0.0084
     """Sheared LLaMA's mask-learning tokens as a fraction of N: the authors' 3200 x 32 x 4096 = 0.42B against
     N = 50B. Mask learning runs max(study.sheared_min_steps, ceil(frac x N / (b x T))) steps of
@@ -173,6 +181,12 @@ class StudyConfig:
     """Documents per downstream task (a fixed seeded subset; 0 = full validation sets)."""
     downstream_tasks: list[str] = field(default_factory=lambda: [
         "winogrande", "arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq", "boolq", "openbookqa"])
+    downstream_experiments: list[str] = field(default_factory=lambda: list(EXPERIMENTS))
+    """Experiments whose runs are scored on downstream_tasks (a run that several experiments share keeps the
+    scores it got in any of them); the smoke tier scores one experiment's to stay fast."""
+    shape_table: str = ""
+    """The target-shape table (pvs/prune/shapes/<name>.json) that sets the width targets of minitron-width and
+    sheared-llama: '' = '<tier>-parent' for the tier's own parent, or the released parent's name."""
     parent: str = ""
     """The parent every experiment prunes: '' = the one pvs pretrains (`pvs pretrain`); otherwise a released
     parent ('smollm2-135m'), a local save_pretrained directory, or a Hugging Face id (needs a network)."""
@@ -187,6 +201,11 @@ class StudyConfig:
     embeddings and norms; 'fresh' redraws everything, as a dense scratch model is."""
 
     def validate(self) -> None:
+        unknown = [e for e in self.downstream_experiments if e not in EXPERIMENTS]
+        check(not unknown, f"study.downstream_experiments: unknown experiment(s) {unknown}; allowed: "
+                           f"{', '.join(EXPERIMENTS)}")
+        check(self.calibration in CALIBRATIONS,
+              f"study.calibration={self.calibration!r}; allowed: {', '.join(CALIBRATIONS)}")
         check(self.sparse_scratch_init in SPARSE_SCRATCH_INITS,
               f"study.sparse_scratch_init={self.sparse_scratch_init!r}; allowed: {', '.join(SPARSE_SCRATCH_INITS)}")
 

@@ -16,16 +16,9 @@ from pathlib import Path
 
 from pvs.errors import PvsError, check
 from pvs.records import REPO_ROOT
-from pvs.study import EXPERIMENTS
+from pvs.experiments import EXPERIMENTS, FIGURES_NOTEBOOK, NOTEBOOKS, check_experiment
 
-NOTEBOOKS = REPO_ROOT / "notebooks"
-EXPERIMENT_NOTEBOOKS = {
-    "equal_tokens": "01_equal_tokens.ipynb",
-    "token_scaling": "02_token_scaling.ipynb",
-    "ratio_sweep": "03_ratio_sweep.ipynb",
-    "released_parent": "04_released_parent.ipynb",
-}
-FIGURES_NOTEBOOK = "99_figures.ipynb"
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 
 def execute(notebook: str, out: Path, parameters: dict, cwd: Path = REPO_ROOT) -> float:
@@ -34,7 +27,7 @@ def execute(notebook: str, out: Path, parameters: dict, cwd: Path = REPO_ROOT) -
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
-        pm.execute_notebook(str(NOTEBOOKS / notebook), str(out), parameters=parameters, kernel_name="python3",
+        pm.execute_notebook(str(NOTEBOOK_DIR / notebook), str(out), parameters=parameters, kernel_name="python3",
                             progress_bar=False, log_output=True, cwd=str(cwd))
     except pm.PapermillExecutionError as e:
         raise PvsError(f"notebook {notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue.splitlines()[0] if e.evalue else ''}"
@@ -64,12 +57,12 @@ def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only
     from pvs.paths import runs_root
     chosen = experiments or list(EXPERIMENTS)
     for name in chosen:
-        check(name in EXPERIMENT_NOTEBOOKS, f"unknown experiment {name!r}; known: {', '.join(EXPERIMENT_NOTEBOOKS)}")
+        check_experiment(name)
     out_dir = runs_root() / tier / "notebooks"
     times = {}
     if not figures_only:
         for name in chosen:
-            nb = EXPERIMENT_NOTEBOOKS[name]
+            nb = NOTEBOOKS[name]
             print(f"== notebook {nb} ({name})", flush=True)
             times[name] = execute(nb, out_dir / nb, {"tier": tier, "overrides": list(overrides or []),
                                                       "config_file": config_file, "experiment": name})

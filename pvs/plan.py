@@ -1,7 +1,7 @@
 """Dry-run plan of a tier: every run of the study with its steps, tokens, training FLOPs and GPU-hours
 (the check of an accelerate launch config against this machine is ``pvs.accelerate_check``).
 
-Nothing is trained, loaded or downloaded. The runs are the study's (``pvs.study.experiment_arms``): parent
+Nothing is trained, loaded or downloaded. The runs are the study's (``pvs.experiments.experiment_arms``): parent
 pretraining P, one pruning per (variant, ratio), and every training arm: P-R_N (pruned, retrained on N
 tokens of the retrain split), S_N and S_{P+N} (same architecture from random init, pretrain split), for
 the equal-token, token-scaling (N = 10/30/50/250/500B in the paper tier) and ratio-sweep experiments.
@@ -19,13 +19,13 @@ Arithmetic (every number is printed with the assumption it rests on):
   their "200B" parent saw 50,000 x 4,194,304 = 209.7B tokens.
 - FLOPs of a run = pvs.model.flops_per_token(shape, seq_len) x tokens actually seen (6 N + 12 L H Q T per
   token). Structured arms use the target shape of ``pvs.prune.shapes.target_shape`` (depth methods: the depth
-  target; minitron-width and sheared-llama: the width target; FLAP's per-layer widths are decided by its
-  calibration, so it is planned at the uniform width target of the same parameter count). Sparse arms are
-  planned at DENSE FLOPs: masked weights are still multiplied on dense hardware.
+  target; width methods: the width target; a method whose widths differ per layer is planned at the uniform
+  width target of the same parameter count). Sparse arms are planned at DENSE FLOPs: masked weights are
+  still multiplied on dense hardware.
 - GPU-hours = FLOPs / (peak bf16 dense FLOP/s x MFU) / 3600. MFU is an assumption (default 40 %).
-- Pruning costs calibration forward passes only (a forward is a third of a training step's FLOPs), except
-  Sheared LLaMA, whose mask learning trains the parent for max(study.sheared_min_steps,
-  study.sheared_tokens_frac x N / batch tokens) steps.
+- Pruning costs what the method's registry entry states (``MethodSpec.cost``): by default one forward pass
+  of the parent over its calibration tokens (a forward is a third of a training step's FLOPs); a method
+  that trains while pruning (mask learning) costs the parent's training FLOPs on its budget.
 - Data repetition: a run's epochs = tokens / tokens of its split. The split sizes come from the built token
   shards when they exist, else (DCLM) from the authors' tokenized DCLM subset of ~260B tokens cut by the
   document fractions of cfg.data (approximate: the fractions are of documents, not tokens).
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from pvs.config import RunConfig, config_hash
 from pvs.errors import PvsError, check
+from pvs.experiments import EXPERIMENTS, experiment_arms
 from pvs.paths import cache_root
 from pvs.regime import format_regime
 from pvs.model import ModelShape, flops_per_token, shape_param_counts
@@ -60,7 +61,6 @@ RELEASED_SHAPES = {
                                           ffn=14336, vocab=128256, tied=False, max_seq=8192),
 }
 """Shapes of released parents known without loading them."""
-EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep")
 
 
 @dataclass
@@ -160,22 +160,20 @@ def _built_split_tokens(cfg: RunConfig) -> dict | None:
 # ------------------------------------------------------------------ the plan
 
 
-def _granularity(variant: str) -> tuple[str, str]:
+def _spec(variant: str):
     from pvs.prune.registry import get_method, parse_variant
-    method, _ = parse_variant(variant)
-    return method, get_method(method).granularity
+    return get_method(parse_variant(variant)[0])
 
 
 def _arm_shape(parent: ModelShape, variant: str, ratio: float) -> tuple[ModelShape, str, str]:
     """(shape trained, FLOP note, key of the architecture a scratch arm shares)."""
     from pvs.prune.shapes import target_shape
-    method, gran = _granularity(variant)
-    if gran == "sparse":
+    spec = _spec(variant)
+    if spec.granularity == "sparse":
         return parent, "sparse: dense FLOPs", f"mask:{variant}:{ratio}"
-    kind = "depth" if gran == "depth" else "width"
-    shape = target_shape(parent, ratio, kind)
-    if method == "flap":
-        return shape, "flap: per-layer widths; planned at the width target", f"flap:{ratio}"
+    shape = target_shape(parent, ratio, "depth" if spec.granularity == "depth" else "width")
+    if spec.per_layer_widths:
+        return shape, f"{spec.name}: per-layer widths; planned at the width target", f"{spec.name}:{ratio}"
     return shape, "", f"shape:{_shape_str(shape)}"
 
 
@@ -197,7 +195,6 @@ def plan(cfg: RunConfig, gpu: str = "H100", mfu: float = DEFAULT_MFU, rounding: 
          experiments: tuple[str, ...] = EXPERIMENTS) -> Plan:
     """Every run of the study under ``cfg`` with steps, tokens, FLOPs and GPU-hours on ``gpu`` at ``mfu``
     (see the module docstring for the arithmetic). ``n_gpus`` only divides the total into wall-clock days."""
-    from pvs.study import experiment_arms
 
     gpu_name, peak = gpu_peak(gpu)
     check(0 < mfu <= 1, f"mfu={mfu!r} must be in (0, 1]")
@@ -308,28 +305,17 @@ def plan(cfg: RunConfig, gpu: str = "H100", mfu: float = DEFAULT_MFU, rounding: 
 
 def _prune_row(cfg: RunConfig, parent: ModelShape, variant: str, ratio: float, p: dict, peak: float,
                mfu: float) -> dict:
-    """Pruning cost: forward passes over the calibration tokens (a forward is 1/3 of a training step's
-    FLOPs); Sheared LLaMA trains the parent on its mask-learning budget."""
-    s = cfg.study
-    method, gran = _granularity(variant)
-    calib_tok = s.calib_samples * s.calib_seq_len
-    fwd_parent = flops_per_token(parent, s.calib_seq_len) / 3
-    if method == "magnitude":
+    """Pruning cost, as the method's registry entry states it; by default one forward pass of the parent
+    over the calibration tokens (a forward is 1/3 of a training step's FLOPs)."""
+    spec = _spec(variant)
+    samples, seq_len = spec.calibration(cfg)
+    calib_tok = samples * seq_len
+    if spec.cost is not None:
+        flops, note = spec.cost(cfg, parent, p["shape"], samples, seq_len)
+    elif not spec.needs_calib:
         flops, note = 0.0, "data-free"
-    elif method == "sheared-llama":  # the rule pvs.study uses: at least study.sheared_min_steps steps
-        from pvs.prune.sheared import mask_learning_steps
-        batch_tokens = cfg.train.batch_size * s.calib_seq_len
-        steps = mask_learning_steps(s.sheared_tokens_frac, cfg.budget.retrain_tokens, batch_tokens,
-                                    s.sheared_min_steps)
-        flops = flops_per_token(parent, s.calib_seq_len) * steps * batch_tokens
-        note = f"mask learning: {steps} steps, {fmt_tokens(steps * batch_tokens)} tokens (parent training FLOPs)"
-    elif method == "minitron-depth":
-        # every start index of the removed block is scored: n_keep + 1 forwards of the pruned depth, + the parent
-        kept = p["shape"]
-        flops = ((kept.n_layers + 1) * flops_per_token(kept, s.calib_seq_len) / 3 + fwd_parent) * calib_tok
-        note = f"{kept.n_layers + 1} candidate blocks scored on {fmt_tokens(calib_tok)} calibration tokens"
     else:
-        flops = fwd_parent * calib_tok
+        flops = flops_per_token(parent, seq_len) / 3 * calib_tok
         note = f"one layer-wise pass over {fmt_tokens(calib_tok)} calibration tokens"
     return dict(run=f"prune {variant} r{ratio:g}", stage="prune", experiments=p["experiments"], variant=variant,
                 ratio=ratio, seed=None, budget=None, split="calib", shape=_shape_str(p["shape"]),
@@ -337,7 +323,25 @@ def _prune_row(cfg: RunConfig, parent: ModelShape, variant: str, ratio: float, p
                 non_embedding=shape_param_counts(p["shape"])["non_embedding"], tokens_requested=calib_tok,
                 steps=0, tokens=calib_tok, flops_per_token=None, flops=flops,
                 gpu_hours=gpu_hours(flops, peak, mfu) if flops else 0.0, epochs=None,
-                note=f"{gran}; {note} (approximate)")
+                note=f"{spec.granularity}; {note} (approximate)")
+
+
+def method_settings(cfg: RunConfig, variants: list[str]) -> list[dict]:
+    """Per pruning method: the authors' calibration (source, size, script), what pvs draws at this tier,
+    and what ranks the units removed; from the registry entries."""
+    out = []
+    for name in dict.fromkeys(_spec(v).name for v in variants):
+        spec = _spec(name)
+        a = spec.authors
+        samples, seq_len = spec.calibration(cfg) if spec.needs_calib else (0, 0)
+        out.append({"method": name, "granularity": spec.granularity, "scorer": spec.scorer,
+                    "authors": (f"{a.samples:,} x {a.seq_len:,} {a.source}" if a else "data-free"),
+                    "script": a.script if a else "",
+                    "pvs": ("data-free" if not spec.needs_calib else
+                            f"batches of {samples:,} x {seq_len:,} from the retrain split ({cfg.study.calibration})"
+                            if spec.trains else
+                            f"{samples:,} x {seq_len:,} of the calib split ({cfg.study.calibration})")})
+    return out
 
 
 def _fmt_hours(h: float) -> str:
@@ -379,5 +383,12 @@ def format_plan(cfg_or_plan: RunConfig | Plan, **options) -> str:
     gpus = f"{t['n_gpus']} GPU{'s' if t['n_gpus'] > 1 else ''}"
     lines += ["", f"total: {t['runs']} runs, {t['flops']:.3g} FLOPs, {_fmt_hours(t['gpu_hours'])} GPU-hours "
                   f"(~{t['days_on_n_gpus']:,.0f} days on {gpus} at that MFU)"]
+    if isinstance(cfg_or_plan, RunConfig):
+        variants = list(dict.fromkeys(r["variant"] for r in p.rows if r["stage"] == "prune"))
+        lines += ["", "pruning settings (authors' scripts vs this tier):"]
+        for m in method_settings(cfg_or_plan, variants):
+            lines.append(f"  {m['method']:15s} {m['granularity']:6s} authors: {m['authors']}"
+                         + (f" [{m['script']}]" if m["script"] else ""))
+            lines.append(f"  {'':15s} {'':6s} pvs:     {m['pvs']}; scorer: {m['scorer']}")
     lines += [f"warning: {w}" for w in p.warnings]
     return "\n".join(lines)

@@ -21,11 +21,10 @@ from pvs import claims as C
 from pvs import report_tables as T
 from pvs.report_claims import claims_markdown
 from pvs.errors import PvsError, check
+from pvs.experiments import CLAIM_EXPERIMENTS, EXPERIMENTS
 from pvs.paths import figures_root
 from pvs.records import atomic_write_json, atomic_write_text
 
-# the same names as pvs.study.EXPERIMENTS (kept here so rendering never imports torch)
-EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent")
 ARM_NAMES = ("parent", "P-R", "S")
 
 
@@ -152,7 +151,7 @@ def render_all(tier: str, metrics_root=None, out_dir=None, only=None) -> dict:
     for t in T.paper_vs_ours(ts, cl[2], eq):
         table(t, ["token_scaling", "equal_tokens"])
 
-    claim_sources = [recs[n] for n in ("equal_tokens", "token_scaling", "ratio_sweep")]
+    claim_sources = [recs[n] for n in CLAIM_EXPERIMENTS]
     result["provenance"] = [provenance(r, out) for r in claim_sources]
     atomic_write_text(out / "claims.md", claims_markdown(result, footer(claim_sources)))
     atomic_write_json(out / "claims.json", C.jsonable(result))

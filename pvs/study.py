@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -22,28 +22,10 @@ import torch
 
 from pvs.config import RunConfig, config_hash, from_dict, to_dict
 from pvs.errors import PvsError, check
+from pvs.experiments import EXPERIMENTS, Arm, check_experiment, experiment_arms  # noqa: F401 (re-exported)
 from pvs.paths import figures_root, runs_root
 from pvs.records import atomic_write_json, code_version, environment, read_json
 from pvs import stages
-
-EXPERIMENTS = ("equal_tokens", "token_scaling", "ratio_sweep", "released_parent")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One training run of the study."""
-
-    init: str
-    """'pruned' (P-R) or 'scratch' (S)."""
-    variant: str
-    """Pruning variant whose architecture (and mask) the arm uses, e.g. 'wanda-2:4'."""
-    ratio: float
-    tokens: int
-    """Training tokens of this arm."""
-    budget: str
-    """Which comparison it serves: 'N' (equal training tokens), 'P+N' (equal total), or 'xN' (scaling)."""
-    seed: int = 0
-
 
 def metrics_dir_for(tier: str) -> Path:
     """Where a tier's metrics records live: figures/<tier>/metrics (or $PVS_FIGURES/<tier>/metrics)."""
@@ -57,12 +39,19 @@ def metrics_dir(cfg: RunConfig) -> Path:
 # ------------------------------------------------------------------ pruning
 
 
-def calib_tokens(cfg: RunConfig, data: stages.DataHandle) -> torch.Tensor:
-    """study.calib_samples windows of study.calib_seq_len tokens from the calib split (seeded)."""
+def calib_tokens(cfg: RunConfig, data: stages.DataHandle, variant: str | None = None) -> torch.Tensor:
+    """Calibration windows from the calib split (seeded): the method's own size under study.calibration =
+    'authors' (pvs.prune.registry.MethodSpec.calibration), else study.calib_samples x study.calib_seq_len."""
     from pvs.tokens import TokenStream
-    stream = TokenStream(data.shards["calib"])
-    x, _ = stream.batch(0, cfg.study.calib_samples, cfg.study.calib_seq_len, seed=cfg.data.split_seed)
+    samples, seq_len = _spec(variant).calibration(cfg) if variant else (cfg.study.calib_samples,
+                                                                         cfg.study.calib_seq_len)
+    x, _ = TokenStream(data.shards["calib"]).batch(0, samples, seq_len, seed=cfg.data.split_seed)
     return x
+
+
+def _spec(variant: str):
+    from pvs.prune.registry import get_method, parse_variant
+    return get_method(parse_variant(variant)[0])
 
 
 def check_parent_exists(cfg: RunConfig) -> None:
@@ -91,61 +80,39 @@ def parent_tokenizer(cfg: RunConfig, data: stages.DataHandle):
 
 def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
     parent = cfg.study.parent or stages.parent_dir(cfg).name
-    key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [cfg.study.calib_samples,
-           cfg.study.calib_seq_len, cfg.data.split_seed], "options": _prune_options(cfg, variant, ratio)}
+    samples, seq_len = _spec(variant).calibration(cfg)
+    key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [samples, seq_len, cfg.data.split_seed],
+           "options": _prune_options(cfg, variant, ratio)}
     return runs_root() / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
 
 
-def shape_table_name(cfg: RunConfig) -> str:
-    """Name of the checked-in target-shape table of this config's parent (pvs/prune/shapes/<name>.json)."""
-    return Path(cfg.study.parent).name if cfg.study.parent else f"{cfg.tier}-parent"
-
-
-def _table_target(cfg: RunConfig, ratio: float) -> dict | None:
-    from pvs.prune.shapes import TABLE_DIR, shape_dict, table_shape
-    if not (TABLE_DIR / f"{shape_table_name(cfg)}.json").is_file():
-        return None  # the methods fall back to the parameter-count rule (pvs.prune.shapes.target_shape)
-    try:
-        return shape_dict(table_shape(shape_table_name(cfg), ratio, "width"))
-    except PvsError:
-        return None
-
-
 def _prune_options(cfg: RunConfig, variant: str, ratio: float) -> dict:
-    """Method options the study passes (they are part of the pruned run's key)."""
-    target = _table_target(cfg, ratio) if variant in ("minitron-width", "sheared-llama") else None
-    if variant == "sheared-llama":  # sized in steps of batch_size x study.calib_seq_len tokens
-        from pvs.prune.sheared import mask_learning_steps
-        b = cfg.train.batch_size
-        steps = mask_learning_steps(cfg.study.sheared_tokens_frac, cfg.budget.retrain_tokens,
-                                    b * cfg.study.calib_seq_len, cfg.study.sheared_min_steps)
-        return {"steps": steps, "batch_size": b, **({"target_shape": target} if target else {})}
-    if variant == "minitron-width" and target:
-        return {"target": target}
-    return {}
+    """Method options the study passes, as the method's registry entry derives them from the config (they
+    are part of the pruned run's key)."""
+    spec = _spec(variant)
+    return spec.study_options(cfg, ratio) if spec.study_options else {}
 
 
 def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -> Path:
     """The pruned model of ``variant`` at ``ratio`` (made once; see pvs.prune.run)."""
+    from pvs.prune.registry import BudgetTooSmall
     from pvs.prune.run import check_cached, prune_to_dir
-    out = pruned_dir(cfg, variant, ratio)
+    spec, out = _spec(variant), pruned_dir(cfg, variant, ratio)
     options = _prune_options(cfg, variant, ratio)
     if (out / "prune.json").is_file():  # reused only when complete and what was asked
         check_cached(read_json(out / "prune.json"), out, variant, ratio, options)
         return out
-    if variant == "sheared-llama":  # mask learning reads its own slice of the retrain split
+    if spec.trains:  # pruning trains (mask learning) on its own slice of the retrain split
         from pvs.tokens import TokenStream
-        stream, b, t = TokenStream(data.shards["retrain"]), options["batch_size"], cfg.study.calib_seq_len
+        stream, b, t = TokenStream(data.shards["retrain"]), options["batch_size"], spec.calibration(cfg)[1]
         options = {**options, "data": (stream.batch(s, b, t, seed=10_000 + cfg.train.seed)[0]
                                        for s in range(options["steps"]))}
-    from pvs.prune.sheared import MaskLearningNotConverged
     try:
-        prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data), out, options,
+        prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data, variant), out, options,
                      provenance={"parent": cfg.study.parent or stages.parent_dir(cfg).name},
                      tokenizer=parent_tokenizer(cfg, data))
-    except MaskLearningNotConverged as e:  # name the study's budget settings, not the method's arguments
-        raise PvsError(e.message(f"study.sheared_min_steps (now {cfg.study.sheared_min_steps}) or "
-                                 f"study.sheared_tokens_frac (now {cfg.study.sheared_tokens_frac:g})")) from None
+    except BudgetTooSmall as e:  # name the study's budget settings, not the method's arguments
+        raise PvsError(e.message(spec.budget_hint(cfg))) from None
     return out
 
 
@@ -245,27 +212,6 @@ def run_arms(cfg: RunConfig, arms: list[Arm]) -> list[Path]:
 # ------------------------------------------------------------------ experiments
 
 
-def experiment_arms(name: str, cfg: RunConfig) -> list[Arm]:
-    s, P, N = cfg.study, cfg.budget.pretrain_tokens, cfg.budget.retrain_tokens
-    if name == "equal_tokens":
-        arms = []
-        for v in s.methods:
-            seeds = s.headline_seeds if v == s.headline_method else s.seeds
-            arms += [Arm(init, v, s.ratio, N, "N", seed) for seed in seeds for init in ("pruned", "scratch")]
-            arms += [Arm("scratch", v, s.ratio, P + N, "P+N", seed) for seed in s.seeds]
-        return arms
-    if name == "token_scaling":
-        return [Arm(init, v, s.ratio, max(1, round(f * P)), f"{f:g}P", seed) for v in s.scaling_methods
-                for f in s.scaling_fracs for seed in s.seeds for init in ("pruned", "scratch")]
-    if name == "ratio_sweep":
-        return [a for v in s.sweep_methods for r in s.sweep_ratios for seed in s.seeds for a in
-                (Arm("pruned", v, r, N, "N", seed), Arm("scratch", v, r, N, "N", seed),
-                 *([Arm("scratch", v, r, P + N, "P+N", seed)] if s.sweep_equal_total else []))]
-    if name == "released_parent":
-        return []  # see run_experiment
-    raise PvsError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-
-
 def row(cfg: RunConfig, arm: Arm | None, run: Path, data: stages.DataHandle | None = None) -> dict:
     """One flat table row of a finished run, with the provenance of its numbers. ``val_loss`` is the
     token-weighted mean over every held-out source (pvs.perplexity); ``val_blocks`` holds the same
@@ -284,16 +230,12 @@ def row(cfg: RunConfig, arm: Arm | None, run: Path, data: stages.DataHandle | No
         "code": tr.get("code", {}).get("commit"), "data_sha256": tr["data"]["sha256"],
     }
     if arm is not None:
-        from pvs.prune.registry import get_method, parse_variant
         pr = read_json(pruned_dir(cfg, arm.variant, arm.ratio) / "prune.json")
-        out.update(granularity=get_method(parse_variant(arm.variant)[0]).granularity,
-                   achieved_ratio=pr["achieved_ratio"], params=pr["params"],
-                   # a pruned arm's total: the parent's P, the tokens pruning itself trained on (Sheared
-                   # LLaMA's mask learning), then N
-                   mask_learning_tokens=pr.get("info", {}).get("mask_learning_tokens", 0) if arm.init == "pruned" else 0,
-                   total_tokens=tr["tokens"] + (cfg.budget.pretrain_tokens
-                                                + pr.get("info", {}).get("mask_learning_tokens", 0)
-                                                if arm.init == "pruned" else 0))
+        # a pruned arm's total: the parent's P, the tokens pruning itself trained on (mask learning), then N
+        learned = pr.get("info", {}).get("mask_learning_tokens", 0) if arm.init == "pruned" else 0
+        out.update(granularity=_spec(arm.variant).granularity, achieved_ratio=pr["achieved_ratio"],
+                   params=pr["params"], mask_learning_tokens=learned,
+                   total_tokens=tr["tokens"] + (cfg.budget.pretrain_tokens + learned if arm.init == "pruned" else 0))
     else:
         out.update(granularity=None, total_tokens=tr["tokens"],
                    baselines={k: v for k, v in stages.baselines(cfg, data).items() if k in ("unigram", "bigram")})
@@ -307,7 +249,9 @@ def row(cfg: RunConfig, arm: Arm | None, run: Path, data: stages.DataHandle | No
 
 def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> list[dict]:
     """Run every arm of experiment ``name``; write its metrics record; return the rows."""
-    check(name in EXPERIMENTS, f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    check_experiment(name)
+    if name not in cfg.study.downstream_experiments:  # this experiment's runs are not scored downstream
+        cfg = replace(cfg, study=replace(cfg.study, downstream_tasks=[]))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     data = stages.prepare_data(cfg)
@@ -343,19 +287,6 @@ def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> li
             record["rows"].append(row(cfg, arm, run, data))
     atomic_write_json(Path(out_dir or metrics_dir(cfg)) / f"{name}.json", record)
     return record["rows"]
-
-
-def load_metrics(tier: str, name: str, root: Path | None = None) -> dict:
-    """A metrics record written by run_experiment (one-line error naming how to regenerate it)."""
-    path = Path(root or metrics_dir_for(tier)) / f"{name}.json"
-    if not path.is_file():
-        raise PvsError(f"metrics record {str(path)!r} is missing; regenerate it with "
-                       f"`pvs study --tier {tier} --experiment {name}`")
-    rec = read_json(path)
-    check(isinstance(rec, dict) and isinstance(rec.get("rows"), list),
-          f"metrics record {str(path)!r} is corrupt (no 'rows' list); regenerate it with "
-          f"`pvs study --tier {tier} --experiment {name}`")
-    return rec
 
 
 def describe(name: str, cfg: RunConfig) -> None:

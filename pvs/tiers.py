@@ -29,7 +29,8 @@ def _smoke() -> RunConfig:
         study=StudyConfig(methods=["minitron-depth", "minitron-width", "sparsegpt", "sparsegpt-2:4"],
                           scaling_methods=["minitron-depth", "minitron-width"], scaling_fracs=[0.05, 0.25, 1.25],
                           sweep_methods=["minitron-depth"], sweep_ratios=[0.5, 0.7], headline_seeds=[0, 1],
-                          calib_samples=8, calib_seq_len=64, downstream_limit=4),
+                          calib_samples=8, calib_seq_len=64, downstream_limit=4,
+                          downstream_experiments=["equal_tokens"]),
     )
 
 
@@ -80,7 +81,7 @@ def _gpu() -> RunConfig:
         eval=EvalConfig(seq_len=1024, max_tokens=262_144, batch_size=32),
         budget=BudgetConfig(pretrain_tokens=2_800_000_000, retrain_tokens=700_000_000),
         study=StudyConfig(released_parent="smollm2-135m", downstream_limit=500, calib_samples=128,
-                          calib_seq_len=1024, workers=1),
+                          calib_seq_len=1024, workers=1, shape_table="smollm2-135m"),
     )
 
 
@@ -97,6 +98,7 @@ def _paper() -> RunConfig:
                           log_every=10),
         eval=EvalConfig(seq_len=8192, max_tokens=8192 * 256, batch_size=1),
         budget=BudgetConfig(pretrain_tokens=200_000_000_000, retrain_tokens=50_000_000_000),
+        study=StudyConfig(calibration="authors", shape_table="llama3.1-8b"),
     )
 
 

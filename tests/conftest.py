@@ -16,6 +16,8 @@ torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
+pytest.register_assert_rewrite("helpers")  # helpers' asserts report their operands like the tests' own
+
 
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pvs import study, tiers
+from pvs.prune import sheared
 from pvs.config import merge
 from pvs.errors import PvsError
 from pvs.model import ModelShape, build_model, param_counts, shape_of, shape_param_counts
@@ -229,18 +230,19 @@ def test_mask_learning_steps_have_a_floor_and_follow_the_share_above_it():
 def test_study_sizes_mask_learning_in_steps_at_every_tier():
     # the default share is the authors': 3200 steps x 32 x 4096 tokens against N = 50B
     assert math.isclose(tiers.get("paper").study.sheared_tokens_frac, 3200 * 32 * 4096 / 50e9, rel_tol=0.01)
-    for tier, steps in (("cpu", 300), ("paper", 3205)):
+    # cpu: batches of train.batch_size x study.calib_seq_len, the 300-step floor; paper: the authors' 32 x 4096
+    for tier, steps, batch in (("cpu", 300, tiers.get("cpu").train.batch_size), ("paper", 3205, 32)):
         opts = study._prune_options(tiers.get(tier), "sheared-llama", 0.5)
-        assert opts["steps"] == steps and opts["batch_size"] == tiers.get(tier).train.batch_size
+        assert opts["steps"] == steps and opts["batch_size"] == batch
 
 
 def _tiny_study(monkeypatch, tmp_path, min_steps):
     """Run pvs.study.prune for sheared-llama on PARENT with stand-ins for the data and the parent."""
     monkeypatch.setenv("PVS_RUNS", str(tmp_path))
     monkeypatch.setattr(study, "load_parent_model", lambda cfg, data: build_model(PARENT, seed=0))
-    monkeypatch.setattr(study, "calib_tokens", lambda cfg, data: _calib())
+    monkeypatch.setattr(study, "calib_tokens", lambda cfg, data, variant=None: _calib())
     monkeypatch.setattr(study, "parent_tokenizer", lambda cfg, data: None)
-    monkeypatch.setattr(study, "_table_target", lambda cfg, ratio: dataclasses.asdict(TARGET))
+    monkeypatch.setattr(sheared, "study_width_target", lambda cfg, ratio: dataclasses.asdict(TARGET))
 
     class Stream:  # the retrain split: seeded random batches
         def __init__(self, path):

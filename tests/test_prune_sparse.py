@@ -277,21 +277,3 @@ def test_reinit_scheme_is_checked():
     _, res = _prune("magnitude", 0.5, pattern="2:4")
     with pytest.raises(PvsError, match=r"sparse scratch init 'paper'; allowed: authors, fresh"):
         reinit_with_masks(res.model, res.masks, seed=0, scheme="paper")
-
-
-def test_masked_adamw_step_keeps_zeros():
-    _, res = _prune("wanda", 0.5)
-    model = res.model
-    params = dict(model.named_parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    ids = _calib()
-    for _ in range(2):
-        loss = model(ids, labels=ids).loss
-        opt.zero_grad()
-        loss.backward()
-        for k, keep in res.masks.items():
-            params[k].grad.mul_(keep)
-        opt.step()
-    for k, keep in res.masks.items():
-        assert torch.all(params[k][~keep] == 0)
-        assert torch.all(params[k][keep] != 0)

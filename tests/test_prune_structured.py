@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
+from helpers import scaled_parent
 from pvs.errors import PvsError
 from pvs.model import ModelShape, build_model, param_counts, shape_of
 from pvs.prune import get_method, known_methods
@@ -25,13 +26,7 @@ LLAMA_8B = ModelShape(32, 4096, 32, 8, 128, 14336, 128256)
 
 
 def make(shape=SHAPE, seed=0, scale=4.0):
-    """A tiny parent; linear weights scaled up so that layers visibly change the residual stream."""
-    model = build_model(shape, seed).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2 and "embed" not in name:
-                p.mul_(scale)
-    return model
+    return scaled_parent(shape, seed, scale)
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +151,10 @@ def test_gqa_violations_raise(parent):
         prune_width(parent, ffn_keep=[torch.tensor([1, 1])] * n)
     with pytest.raises(PvsError, match="one entry per layer"):
         prune_width(parent, ffn_keep=[torch.arange(4)])
-    for bad in ([], [0, 0], [4], [-1]):
-        with pytest.raises(PvsError):
+    for bad, message in (([], "got an empty list"), ([0, 0], r"\[0, 0\] contain duplicates"),
+                         ([4], r"\[4\] are out of range; allowed: 0..3"),
+                         ([-1], r"\[-1\] are out of range; allowed: 0..3")):
+        with pytest.raises(PvsError, match=message):
             keep_layers(parent, bad)
 
 
@@ -233,7 +230,7 @@ def test_minitron_width_keeps_the_most_important_units(parent, calib):
 
 def test_minitron_width_head_pruning_keeps_whole_groups_then_best_heads(parent, calib):
     target = ModelShape(**{**SHAPE.__dict__, "n_heads": 2, "n_kv_heads": 1, "hidden": 64, "ffn": 256})
-    res = get_method("minitron-width").fn(parent, calib, 0.5, target=target)
+    res = get_method("minitron-width").fn(parent, calib, 0.5, target_shape=target)
     check_gqa(res.model)
     scores = activation_importance(parent, calib, heads=True)["heads"]
     for layer_p, layer_c, s in zip(parent.model.layers, res.model.model.layers, scores):
@@ -288,6 +285,97 @@ def test_flap_ranks_units_jointly_by_standardised_score(parent, calib):
         kept.append(z[order[:n]]), removed.append(z[order[n:]])
     assert float(torch.cat(kept).min()) >= float(torch.cat(removed).max())
     check_gqa(res.model)
+
+
+# ---------------------------------------------------------------- importance by hand (one-layer toy)
+
+TOY = ModelShape(n_layers=1, hidden=16, n_heads=4, n_kv_heads=2, head_dim=4, ffn=24, vocab=32)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """One decoder layer whose q_proj is zero, so every query attends uniformly to the positions up to its
+    own (RoPE rotates a zero query to zero): the whole forward pass is a few lines of tensor algebra.
+    Norm gains are random so a score that ignores them would differ."""
+    model = make(TOY, seed=3, scale=6.0)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.zero_()
+        for norm in (model.model.layers[0].input_layernorm, model.model.layers[0].post_attention_layernorm,
+                     model.model.norm):
+            norm.weight.copy_(0.5 + torch.rand(TOY.hidden, generator=g))
+    calib = torch.randint(0, TOY.vocab, (8, 12), generator=torch.Generator().manual_seed(5))
+    return model, calib
+
+
+def rms_norm(x, norm):
+    return norm.weight * x / torch.sqrt(x.square().mean(-1, keepdim=True) + norm.variance_epsilon)
+
+
+def toy_forward(model, x) -> dict:
+    """The toy's activations written out: attention with a zero query is a running mean of the values."""
+    layer, T = model.model.layers[0], x.shape[1]
+    att, mlp = layer.self_attn, layer.mlp
+    h0 = model.model.embed_tokens.weight[x]
+    n1 = rms_norm(h0, layer.input_layernorm)
+    v = (n1 @ att.v_proj.weight.T).unflatten(-1, (TOY.n_kv_heads, TOY.head_dim))
+    running = v.cumsum(1) / torch.arange(1, T + 1)[None, :, None, None]
+    heads = running[:, :, torch.arange(TOY.n_heads) // (TOY.n_heads // TOY.n_kv_heads)]  # GQA: head h -> kv h // rep
+    x_o = heads.flatten(-2)
+    r = h0 + x_o @ att.o_proj.weight.T
+    n2 = rms_norm(r, layer.post_attention_layernorm)
+    x_d = F.silu(n2 @ mlp.gate_proj.weight.T) * (n2 @ mlp.up_proj.weight.T)
+    logits = rms_norm(r + x_d @ mlp.down_proj.weight.T, model.model.norm) @ model.lm_head.weight.T
+    return {"n1": n1, "n2": n2, "x_o": x_o, "x_d": x_d, "logits": logits}
+
+
+def test_the_toy_forward_is_the_model(toy):
+    model, calib = toy
+    assert torch.allclose(toy_forward(model, calib)["logits"], logits(model, calib), rtol=1e-4, atol=1e-4)
+
+
+def test_calibration_loss_by_hand(toy):
+    model, calib = toy
+    with torch.no_grad():
+        logp = toy_forward(model, calib)["logits"].log_softmax(-1)
+    hand = -logp[:, :-1].gather(-1, calib[:, 1:, None]).mean()  # each position predicts the next token
+    assert calibration_loss(model, calib, batch_size=3) == pytest.approx(float(hand), rel=1e-5)
+
+
+def test_activation_importance_by_hand(toy):
+    """Per micro-batch of 4 sequences: sum over positions of (mean over the batch of |activation|)², summed
+    over the two micro-batches (and, for hidden channels, over both norms); a head: the L2 norms of its
+    slice of o_proj's input summed over every token."""
+    model, calib = toy
+    with torch.no_grad():
+        acts = [toy_forward(model, calib[i:i + 4]) for i in (0, 4)]
+    sq_mean = (lambda a: a.abs().mean(0).square().sum(0).double())  # noqa: E731
+    hidden = sum(sq_mean(a["n1"]) + sq_mean(a["n2"]) for a in acts)
+    ffn = sum(sq_mean(a["x_d"]) for a in acts)
+    heads = sum(a["x_o"].unflatten(-1, (TOY.n_heads, TOY.head_dim)).norm(dim=-1).sum((0, 1)).double() for a in acts)
+    got = activation_importance(model, calib, batch_size=4, heads=True)
+    for name, want, have in (("hidden", hidden, got["hidden"]), ("ffn", ffn, got["ffn"][0]),
+                             ("heads", heads, got["heads"][0])):
+        assert torch.allclose(have, want, rtol=1e-4, atol=1e-6 * float(want.abs().max())), name
+
+
+def test_flap_scores_by_hand(toy):
+    """WIFV: a channel scores its input's sample variance over all calibration tokens times its weight
+    column's squared norm (squared again for attention), standardised per layer; a KV group is the mean of
+    its query heads' channels."""
+    model, calib = toy
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        a = toy_forward(model, calib)
+    var = (lambda t: t.flatten(0, 1).double().var(0))  # noqa: E731
+    col = (lambda w: w.detach().double().square().sum(0))  # noqa: E731
+    z = (lambda t: (t - t.mean()) / t.std())  # noqa: E731
+    attn = z((var(a["x_o"]) * col(layer.self_attn.o_proj.weight)).square())
+    groups = attn.view(TOY.n_kv_heads, -1).mean(1)  # group g: the channels of query heads g*rep .. (g+1)*rep-1
+    ffn = z(var(a["x_d"]) * col(layer.mlp.down_proj.weight))
+    got_groups, got_ffn = flap_scores(model, input_moments(model, calib, batch_size=3))
+    assert torch.allclose(got_groups[0], groups, atol=1e-4) and torch.allclose(got_ffn[0], ffn, atol=1e-4)
+    assert float(groups[0] - groups[1]) != pytest.approx(0, abs=1e-2)  # the two groups are told apart
 
 
 # ---------------------------------------------------------------- ratios, shapes, GQA
@@ -377,11 +465,16 @@ def test_bad_input_raises_pvs_error(parent, calib):
         get_method("minitron-depth").fn(parent, calib, 0.5, scorer="winogrande")
     with pytest.raises(PvsError, match="removes no whole layer"):
         get_method("shortgpt").fn(parent, calib, 0.05)
-    for bad in ({"n_layers": 5}, {"hidden": 72}, {"ffn": 512}, {"n_heads": 16}, {"head_dim": 16, "n_heads": 4}):
-        with pytest.raises(PvsError):
-            get_method("minitron-width").fn(parent, calib, 0.5, target=bad)
-    with pytest.raises(PvsError, match="n_layers"):
-        get_method("minitron-width").fn(parent, calib, 0.5, target={"n_layers": 2})
+    for bad, message in (({"n_layers": 5}, "target n_layers=5 exceeds the parent's 4"),
+                         ({"hidden": 72}, "target hidden=72 exceeds the parent's 64"),
+                         ({"ffn": 512}, "target ffn=512 exceeds the parent's 256"),
+                         ({"n_heads": 16}, "target n_heads=16 exceeds the parent's 8"),
+                         ({"head_dim": 16, "n_heads": 4},
+                          "target head_dim=16; structured pruning keeps the parent's 8")):
+        with pytest.raises(PvsError, match=message):
+            get_method("minitron-width").fn(parent, calib, 0.5, target_shape=bad)
+    with pytest.raises(PvsError, match="target has n_layers=2; width pruning keeps the parent's 4"):
+        get_method("minitron-width").fn(parent, calib, 0.5, target_shape={"n_layers": 2})
     with pytest.raises(PvsError, match="tolerance"):
         target_shape(SHAPE, 0.55, "width", tolerance=1e-7)
     with pytest.raises(PvsError, match="kind"):

@@ -8,6 +8,11 @@ Method names used across pvs (CLI, study configs, records):
     sparse: sparsegpt, wanda, magnitude   (pattern: unstructured, 2:4, 4:8)
 
 A variant string ``"sparsegpt-2:4"`` means method ``sparsegpt`` with ``pattern="2:4"``.
+
+Each entry describes itself, so the study (pvs.study) and the planner (pvs.plan) never name a method:
+the authors' calibration (``authors``), the options the study derives from its config
+(``study_options``), whether pruning trains on the retrain split (``trains``), its cost (``cost``) and how a
+run whose budget was too small is reworded in the study's terms (``budget_hint``).
 """
 from __future__ import annotations
 
@@ -39,6 +44,26 @@ class PruneResult:
     """Method-specific, JSON-serialisable details: removed layers, scores, target shape, ..."""
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration data the authors' scripts give a method (Llama-3.1-8B runs)."""
+
+    source: str
+    """Their dataset, e.g. 'C4 (en, train shard 0)'; pvs draws from the tier's calib split instead."""
+    samples: int
+    seq_len: int
+    script: str
+    """Where they set it (LPC = zlab-princeton/llm-pruning-collection)."""
+
+    @property
+    def tokens(self) -> int:
+        return self.samples * self.seq_len
+
+
+MINITRON_CALIBRATION = Calibration("WikiText-103 train", 1024, 8192, "LPC pruning/minitron/scripts/prune_llama3.1-8b.sh")
+"""The authors' calibration for Minitron depth and width and ShortGPT (their 31-layer runs)."""
+
+
 @dataclass
 class MethodSpec:
     name: str
@@ -47,20 +72,70 @@ class MethodSpec:
     """'depth', 'width' or 'sparse'."""
     needs_calib: bool = True
     """False for data-free methods (magnitude)."""
+    authors: Calibration | None = None
+    """The authors' calibration; pvs uses it when study.calibration = 'authors' (the paper tier)."""
+    scorer: str = ""
+    """What ranks the units it removes, in a few words (pvs plan and the README print it)."""
+    study_options: Callable | None = None
+    """``study_options(cfg, ratio) -> dict``: options the study passes, from its config (part of the pruned
+    run's key), e.g. a width target from the parent's shape table (pvs.prune.shapes.study_width_target)."""
+    trains: bool = False
+    """Pruning itself trains on token batches (Sheared LLaMA's mask learning): the study passes ``data=``,
+    ``steps`` batches of ``batch_size`` x study.calib_seq_len tokens of the retrain split (both options come
+    from study_options), and counts them in the arm's total tokens."""
+    budget_hint: Callable | None = None
+    """``budget_hint(cfg) -> str``: the study settings to raise when the method raises BudgetTooSmall."""
+    cost: Callable | None = None
+    """``cost(cfg, parent, kept, samples, seq_len) -> (FLOPs, note)`` for pvs plan (parent and kept are
+    ModelShapes; samples x seq_len the calibration it draws); None: one forward pass of the parent over the
+    calibration tokens (nothing for data-free methods)."""
+    per_layer_widths: bool = False
+    """The pruned widths differ per layer (FLAP), so pvs plan prices it at the width target's shape."""
+
+    def calibration(self, cfg) -> tuple[int, int]:
+        """(sequences, tokens each) the study draws for this method from the tier's calib split: the authors'
+        under study.calibration = 'authors' (each sequence at most train.seq_len, the longest the parent was
+        trained on), else the tier's shared study.calib_samples x study.calib_seq_len. For a method that
+        trains while pruning it is one training batch (else train.batch_size x study.calib_seq_len)."""
+        if cfg.study.calibration == "authors" and self.authors is not None:
+            return self.authors.samples, min(self.authors.seq_len, cfg.train.seq_len)
+        if self.trains:  # a method that trains while pruning reads training batches
+            return cfg.train.batch_size, cfg.study.calib_seq_len
+        return cfg.study.calib_samples, cfg.study.calib_seq_len
+
+
+class BudgetTooSmall(PvsError):
+    """A method whose own training did not converge in the budget it was given (e.g. Sheared LLaMA's mask
+    learning). ``message(hint)`` rewords it with the settings a caller should raise."""
+
+    def message(self, hint: str) -> str:
+        raise NotImplementedError
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, granularity: str, needs_calib: bool = True):
-    """Decorator: ``@register("wanda", "sparse")`` over ``fn(model, calib, ratio, **options) -> PruneResult``."""
+def register(name: str, granularity: str, needs_calib: bool = True, **describe):
+    """Decorator: ``@register("wanda", "sparse", authors=Calibration(...))`` over
+    ``fn(model, calib, ratio, **options) -> PruneResult``; ``describe`` fills the MethodSpec fields."""
     check(granularity in GRANULARITIES, f"granularity {granularity!r}; allowed: {GRANULARITIES}")
 
     def deco(fn):
-        METHODS[name] = MethodSpec(name, fn, granularity, needs_calib)
+        METHODS[name] = MethodSpec(name, fn, granularity, needs_calib, **describe)
         return fn
 
     return deco
+
+
+def check_options(method: str, options: dict, allowed: tuple[str, ...]) -> None:
+    """Every method checks its options the same way: unknown names are a one-line error listing the allowed."""
+    unknown = sorted(set(options) - set(allowed))
+    check(not unknown, f"unknown option(s) {', '.join(map(repr, unknown))} for {method}; "
+                       f"allowed: {', '.join(allowed) or '(none)'}")
+
+
+def check_batch_size(batch_size) -> None:
+    check(isinstance(batch_size, int) and batch_size > 0, f"batch_size={batch_size!r} must be a positive integer")
 
 
 def _load_all() -> None:

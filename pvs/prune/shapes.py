@@ -26,12 +26,31 @@ Choosing among candidates:
   search tables ``tab:nas-*``, whose contents and criterion are not available to us.
 
 ``build_table`` writes ``pvs/prune/shapes/<parent>.json`` (ratios 0.5-0.8, depth and width: chosen shape,
-parameter counts, achieved ratio, criterion); ``table_shape(parent, ratio, kind)`` reads it back.
+parameter counts, achieved ratio, criterion); ``table_shape(parent, ratio, kind)`` reads it back. The CLI verb
+that fills a tier's table is ``pvs shapes --tier TIER [--parent PARENT] [--search]`` (``fill_command``); a
+table or ratio that is missing is a PvsError naming the table and that command, never a silent fallback.
+
+Named entries. A table may hold more than one entry per (kind, ratio), told apart by ``"name"``; an entry
+without a name is pvs's own, named ``"pvs"`` (``DEFAULT_ENTRY``), and is what ``table_shape`` returns unless
+``entry=`` names another. ``build_table`` generates only pvs's entries and keeps the named ones already in the
+file when it rewrites it (as long as the parent shape is unchanged; they were counted against it). Entries:
+
+- ``"pvs"``: pvs's search: the parameter-count rule above (or the calibration-loss search with
+  ``--search``). Llama-3.1-8B width at 0.5: hidden 2816, FFN 9504, heads 32/8 (achieved 0.4997).
+- ``"authors"`` (``llama3.1-8b.json``, width, ratio 0.5 only): the authors' Minitron-width target, from
+  their script (zlab-princeton/llm-pruning-collection, pruning/minitron/scripts/prune_llama3.1-8b.sh:
+  ``main.py width --hidden_size 3072 --ffn_hidden_size 9216``; their MaxText config ``llama3.1-4b-width``):
+  hidden 3072, FFN 9216, heads unchanged (32 query / 8 KV), 32 layers. By pvs's count (non-embedding
+  parameters) it removes about 46.6 % (achieved_ratio 0.4663), not 50 %; presumably the authors picked
+  round widths rather than matching a parameter count (their ratio definition is not available).
+
+``fill_command(name)`` names the command that writes a table.
 
     shape = target_shape(ModelShape(32, 4096, 32, 8, 128, 14336, 128256), 0.5, "width")
     build_table("llama3.1-8b", parent_shape)                     # parameter-count criterion
     build_table("tiny-parent", shape_of(model), model, calib)    # calibration-loss criterion
     table_shape("llama3.1-8b", 0.6, "depth")
+    table_shape("llama3.1-8b", 0.5, "width", entry="authors")    # hidden 3072, FFN 9216
 """
 from __future__ import annotations
 
@@ -50,6 +69,8 @@ DEFAULT_TOLERANCE = 0.02
 TABLE_DIR = Path(__file__).resolve().parent / "shapes"
 PARAMS_CRITERION = "params: non-embedding count within tolerance of (1-ratio) x parent; most balanced shrink"
 LOSS_CRITERION = "calib_loss: lowest calibration LM loss after one-shot pruning among candidates"
+DEFAULT_ENTRY = "pvs"
+"""Name of pvs's own (generated) table entries; the entries without a ``"name"`` key."""
 
 
 def non_embedding(shape: ModelShape) -> int:
@@ -257,25 +278,83 @@ def build_table(parent_name: str, parent: ModelShape, model=None, calib=None, ra
     if write:
         from pvs.records import atomic_write_json
 
+        table["entries"] += _named_entries(path, table["parent_shape"])
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, table)
     return table
 
 
-def table_shape(parent_name: str, ratio: float, kind: str, table_dir=None) -> ModelShape:
-    """The target shape recorded for ``parent_name`` at ``ratio`` and ``kind`` (PvsError if absent)."""
+def entry_name(entry: dict) -> str:
+    """A table entry's name: its ``"name"``, or ``DEFAULT_ENTRY`` for pvs's own entries."""
+    return entry.get("name", DEFAULT_ENTRY)
+
+
+def _named_entries(path: Path, parent_shape: dict) -> list[dict]:
+    """The hand-added named entries (e.g. the authors' shape) of the table at ``path``, to carry over when
+    build_table rewrites it; none if there is no table or its parent shape differs."""
+    from pvs.records import read_json
+
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    if old.get("parent_shape") != parent_shape:
+        return []
+    return [e for e in old.get("entries", []) if entry_name(e) != DEFAULT_ENTRY]
+
+
+def fill_command(parent_name: str) -> str:
+    """The command that writes table ``parent_name``: a tier's own parent table is ``<tier>-parent``, any
+    other is named after its parent (``--parent``), or written from a shape alone with build_table."""
+    tier = parent_name[:-len("-parent")] if parent_name.endswith("-parent") else None
+    if tier:
+        return f"pvs shapes --tier {tier}"
+    return (f"pvs shapes --tier <tier> --parent {parent_name} (a released parent or a model folder of that "
+            f"name), or pvs.prune.shapes.build_table({parent_name!r}, <parent ModelShape>)")
+
+
+def table_shape(parent_name: str, ratio: float, kind: str, table_dir=None, entry: str = DEFAULT_ENTRY) -> ModelShape:
+    """The target shape recorded for ``parent_name`` at ``ratio`` and ``kind``: pvs's own entry, or the named
+    ``entry`` (e.g. ``"authors"``). PvsError naming the table and the command that fills it if the table or
+    the ratio is missing, and listing the names that exist if ``entry`` is unknown."""
     from pvs.records import read_json
 
     _check_kind(kind)
     path = _table_path(parent_name, table_dir)
     known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
-    check(path.is_file(), f"no shape table for parent {parent_name!r}; known: {', '.join(known) or '(none)'} "
-                          f"(write one with pvs.prune.shapes.build_table)")
-    table = read_json(path)
-    for e in table["entries"]:
-        if e["kind"] == kind and abs(e["ratio"] - ratio) < 1e-9:
+    check(path.is_file(), f"no shape table for parent {parent_name!r} ({path}); known: {', '.join(known) or '(none)'}; "
+                          f"write it with: {fill_command(parent_name)}")
+    entries = [e for e in read_json(path)["entries"] if e["kind"] == kind]
+    at_ratio = [e for e in entries if abs(e["ratio"] - ratio) < 1e-9]
+    if not at_ratio:
+        have = sorted({e["ratio"] for e in entries})
+        raise PvsError(f"shape table {parent_name!r} ({path}) has no {kind} entry for ratio={ratio}; it has "
+                       f"{have or 'none'}; fill it with: {fill_command(parent_name)}{_ratio_note(ratio)}")
+    for e in at_ratio:
+        if entry_name(e) == entry:
             shape = ModelShape(**e["shape"])
             shape.validate()
             return shape
-    have = sorted({e["ratio"] for e in table["entries"] if e["kind"] == kind})
-    raise PvsError(f"shape table {parent_name!r} has no {kind} entry for ratio={ratio}; allowed: {have}")
+    names = sorted({entry_name(e) for e in at_ratio})
+    raise PvsError(f"shape table {parent_name!r} has no {kind} entry named {entry!r} at ratio={ratio}; "
+                   f"allowed: {', '.join(names)}")
+
+
+def _ratio_note(ratio: float) -> str:
+    """What to add to the fill command for a ratio that ``pvs shapes`` does not write."""
+    if any(abs(ratio - r) < 1e-9 for r in RATIOS):
+        return ""
+    return (f" (pvs shapes writes ratios {', '.join(map(str, RATIOS))} only; for ratio={ratio} call "
+            f"build_table(..., ratios=({ratio},)) with a table_dir of its own)")
+
+
+def table_name(cfg) -> str:
+    """The shape table a study config prunes with: study.shape_table, else the released parent's name, else
+    '<tier>-parent' (the tier's own pretrained parent)."""
+    s = cfg.study
+    return s.shape_table or (Path(s.parent).name if s.parent else f"{cfg.tier}-parent")
+
+
+def study_width_target(cfg, ratio: float) -> dict:
+    """The width target at ``ratio`` from the config's shape table, as a dict of ModelShape fields; a
+    missing table or ratio is a PvsError naming the table and the command that fills it."""
+    return shape_dict(table_shape(table_name(cfg), ratio, "width"))

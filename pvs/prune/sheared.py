@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from pvs.errors import PvsError, check
-from pvs.model import ModelShape, param_counts, shape_of, shape_param_counts
+from pvs.model import ModelShape, flops_per_token, param_counts, shape_of, shape_param_counts
 from pvs.prune.l0 import MODULES, L0Masks
-from pvs.prune.registry import PruneResult, check_ratio, register
-from pvs.prune.shapes import check_reachable
+from pvs.prune.registry import BudgetTooSmall, Calibration, PruneResult, check_ratio, register
+from pvs.prune.shapes import check_reachable, study_width_target
 from pvs.prune.shapes import target_shape as derive_target
 from pvs.prune.surgery import keep_layers, layer_widths, prune_width, result_info
 
@@ -158,7 +158,7 @@ def mask_learning_steps(token_share: float, retrain_tokens: int, batch_tokens: i
     return max(min_steps, math.ceil(token_share * retrain_tokens / batch_tokens))
 
 
-class MaskLearningNotConverged(PvsError):
+class MaskLearningNotConverged(BudgetTooSmall):
     """Mask learning ended with the expected sparsity farther than the tolerance from the target.
     ``message(hint)`` rewords it for a caller whose budget settings have other names (pvs.study)."""
 
@@ -277,7 +277,39 @@ def _train(model, parent: ModelShape, masks: L0Masks, batches, total_steps: int,
     return history, done, tokens
 
 
-@register("sheared-llama", "width")
+def study_budget(cfg) -> tuple[int, int, int]:
+    """(steps, b, T) of a study's mask learning: batches of b sequences of T tokens (the authors' 32 x 4096
+    under study.calibration = 'authors', else train.batch_size x study.calib_seq_len) for
+    study.sheared_tokens_frac of N, but at least study.sheared_min_steps steps."""
+    from pvs.prune.registry import get_method
+    b, T = get_method("sheared-llama").calibration(cfg)
+    steps = mask_learning_steps(cfg.study.sheared_tokens_frac, cfg.budget.retrain_tokens, b * T,
+                                cfg.study.sheared_min_steps)
+    return steps, b, T
+
+
+def _study_options(cfg, ratio: float) -> dict:
+    steps, b, _ = study_budget(cfg)
+    return {"steps": steps, "batch_size": b, "target_shape": study_width_target(cfg, ratio)}
+
+
+def _budget_hint(cfg) -> str:
+    return (f"study.sheared_min_steps (now {cfg.study.sheared_min_steps}) or "
+            f"study.sheared_tokens_frac (now {cfg.study.sheared_tokens_frac:g})")
+
+
+def _cost(cfg, parent, kept, samples: int, seq_len: int) -> tuple[float, str]:
+    """Mask learning trains the parent (a full training step's FLOPs per token)."""
+    steps, b, T = study_budget(cfg)
+    return (flops_per_token(parent, T) * steps * b * T,
+            f"mask learning: {steps} steps, {steps * b * T:,} tokens (parent training FLOPs)")
+
+
+@register("sheared-llama", "width", trains=True, study_options=_study_options, budget_hint=_budget_hint, cost=_cost,
+          # the authors' mask learning (Llama-2-7B): 3200 steps of 32 x 4096 RedPajama tokens = 0.42B
+          authors=Calibration("RedPajama (mask learning, batches of 32)", 32, 4096,
+                              "LLM-Shearing llmshearing/scripts/prune_llama2-*.sh"),
+          scorer="learned hard-concrete L0 masks (layers, heads, FFN, hidden) with a Lagrangian to the target")
 def sheared_llama(model, calib, ratio, target_shape=None, tokens=None, steps=None, lr: float = 1e-4,
                   lag_lr: float = 1.0, warmup_frac: float = 0.1, data=None, seed: int = 0, batch_size: int = 8,
                   train_weights: bool = True, modules=MODULES, init_log_alpha: float = 5.0,

@@ -41,7 +41,7 @@ from torch import nn
 from pvs.errors import PvsError, check
 from pvs.model import param_counts
 from pvs.prune.calib import Hessian, InputNorms, check_calib, decoder_layers, layer_linears, run_layerwise
-from pvs.prune.registry import SPARSE_PATTERNS, PruneResult, check_ratio, register
+from pvs.prune.registry import SPARSE_PATTERNS, Calibration, PruneResult, check_ratio, register
 
 SPARSE_METHODS = ("magnitude", "wanda", "sparsegpt")
 
@@ -258,6 +258,11 @@ def _registered(method: str, allowed: tuple[str, ...]):
 
 
 _LAYERWISE_OPTIONS = ("pattern", "micro_batch", "act_device", "compute_device")
-magnitude = register("magnitude", "sparse", needs_calib=False)(_registered("magnitude", ("pattern",)))
-wanda = register("wanda", "sparse")(_registered("wanda", _LAYERWISE_OPTIONS))
-sparsegpt = register("sparsegpt", "sparse")(_registered("sparsegpt", _LAYERWISE_OPTIONS + ("blocksize", "percdamp")))
+# the authors' calibration for Wanda and SparseGPT: 128 C4 documents of 8192 tokens, seed 0
+_C4 = Calibration("C4 (en, train shard 00000)", 128, 8192, "LPC pruning/wanda/scripts/prune_llama3.1-8b.sh")
+magnitude = register("magnitude", "sparse", needs_calib=False, scorer="|W| per matrix (data-free)")(
+    _registered("magnitude", ("pattern",)))
+wanda = register("wanda", "sparse", authors=_C4, scorer="|W| x input-feature norm, per output row")(
+    _registered("wanda", _LAYERWISE_OPTIONS))
+sparsegpt = register("sparsegpt", "sparse", authors=_C4, scorer="OBS saliency with weight reconstruction")(
+    _registered("sparsegpt", _LAYERWISE_OPTIONS + ("blocksize", "percdamp")))

@@ -28,9 +28,9 @@ import torch
 from pvs.errors import check
 from pvs.model import ModelShape, param_counts, shape_of
 from pvs.prune.calib import check_calib, forward_with_hooks
-from pvs.prune.depth import check_batch_size, check_options
-from pvs.prune.registry import PruneResult, check_ratio, register
-from pvs.prune.shapes import DEFAULT_TOLERANCE, check_reachable, shape_dict, target_shape
+from pvs.prune.registry import (MINITRON_CALIBRATION, PruneResult, check_batch_size, check_options, check_ratio,
+                                register)
+from pvs.prune.shapes import DEFAULT_TOLERANCE, check_reachable, shape_dict, study_width_target, target_shape
 from pvs.prune.surgery import decoder, head_dim, prune_width, result_info
 
 
@@ -112,25 +112,30 @@ def prune_to_shape(model, scores: dict, target: ModelShape):
 def _as_shape(target, parent: ModelShape) -> ModelShape:
     if isinstance(target, ModelShape):
         return target
-    check(isinstance(target, dict), f"target={target!r}; expected a ModelShape or a dict of its fields")
+    check(isinstance(target, dict), f"target_shape={target!r}; expected a ModelShape or a dict of its fields")
     fields = {f.name for f in dataclasses.fields(ModelShape)}
     unknown = sorted(set(target) - fields)
     check(not unknown, f"target has unknown field(s) {unknown}; allowed: {sorted(fields)}")
     return dataclasses.replace(parent, **target)
 
 
-@register("minitron-width", "width")
+def _study_options(cfg, ratio: float) -> dict:
+    return {"target_shape": study_width_target(cfg, ratio)}  # the parent's shape table decides the width
+
+
+@register("minitron-width", "width", authors=MINITRON_CALIBRATION, study_options=_study_options,
+          scorer="activation importance of hidden channels and FFN neurons (heads kept)")
 def minitron_width(model, calib, ratio, **options) -> PruneResult:
     """Prune hidden channels and FFN neurons (and heads with prune_heads=True) by activation importance."""
-    check_options("minitron-width", options, ("prune_heads", "target", "tolerance", "batch_size",
+    check_options("minitron-width", options, ("prune_heads", "target_shape", "tolerance", "batch_size",
                                                 "hidden_step", "ffn_step"))
     check_ratio(ratio)
     check(model.config.model_type == "llama",
           f"minitron-width needs a uniform Llama parent; got model_type={model.config.model_type!r}")
     parent = shape_of(model)
     prune_heads = bool(options.get("prune_heads", False))
-    if options.get("target") is not None:
-        target, criterion = _as_shape(options["target"], parent), "given"
+    if options.get("target_shape") is not None:
+        target, criterion = _as_shape(options["target_shape"], parent), "given"
     else:
         steps = {k: options[k] for k in ("hidden_step", "ffn_step") if options.get(k) is not None}
         target = target_shape(parent, ratio, "width", options.get("tolerance", DEFAULT_TOLERANCE), prune_heads,
