@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pvs.catchup import BEYOND, BELOW, catch_up, d_eff
+from pvs.catchup import BEYOND, BELOW, catch_up, d_eff, fmt_tokens
 
 D = [1e5, 3e5, 1e6, 3e6]
 A, B = 6.0, 0.25  # scratch loss L(D) = A - B ln(D / D[0]): linear in ln D, so interpolation is exact
@@ -73,3 +73,59 @@ def test_catch_up_reads_every_pruned_budget_and_is_deterministic():
     assert [e["multiplier"] for e in per[:2]] == pytest.approx([3.0, 3.0], rel=1e-6)
     assert per[-1]["status"].startswith(BEYOND)  # 3 x the largest budget was never measured
     assert catch_up(D, scratch, pruned) == cu
+
+
+def _seeds(mean: float, spread: float) -> list[float]:
+    """Three seeds with this mean and sample s.d. ``spread``."""
+    return [mean - spread, mean, mean + spread]
+
+
+def test_the_interval_is_the_hand_computed_delta_method_interval():
+    """Small seed noise around a known crossing: ln D_eff is nearly linear in the arm means there, so the
+    bootstrap's 95% interval is ln D_eff ± t(df) · sqrt(Σ (∂ ln D_eff / ∂ mean_i)² se_i²), written out here for
+    the bracketing pair of budgets (every other arm has no influence), df by Welch-Satterthwaite."""
+    from scipy import stats
+    sd, d_star = 0.006, 5.5e5
+    scratch = [_seeds(scratch_loss(d), sd) for d in D]
+    target = _seeds(scratch_loss(d_star), sd)
+    fit = d_eff(D, scratch, target, n_boot=4000, seed=0)
+    m_j, m_k, t = scratch_loss(D[1]), scratch_loss(D[2]), scratch_loss(d_star)
+    span, gap = math.log(D[2] / D[1]), m_j - m_k
+    ln_hat = math.log(D[1]) + span * (m_j - t) / gap
+    assert math.log(fit["d_eff"]) == pytest.approx(ln_hat, abs=1e-9)
+    grads = [span * (t - m_k) / gap ** 2, span * (m_j - t) / gap ** 2, -span / gap]  # m_j, m_k, target
+    se = sd / math.sqrt(3)
+    v = [(g * se) ** 2 for g in grads]
+    df = sum(v) ** 2 / sum(x ** 2 / 2 for x in v)
+    half = stats.t.ppf(0.975, df) * math.sqrt(sum(v))
+    lo, hi = fit["ci95"]
+    assert fit["ci_ends"] == [None, None]
+    assert math.log(lo) == pytest.approx(ln_hat - half, abs=0.06 * half)  # bootstrap error ~2% of half
+    assert math.log(hi) == pytest.approx(ln_hat + half, abs=0.06 * half)
+    assert fit["interval"] == f"95%: {fmt_tokens(lo)} – {fmt_tokens(hi)}"
+
+
+def test_the_first_budget_where_scratch_reaches_the_target_brackets_it():
+    """A scratch curve that dips, rises and falls again: D_eff is read in the first bracket that reaches it."""
+    losses = [5.0, 4.6, 4.9, 4.2]
+    fit = d_eff(D, [[x] for x in losses], [4.8])
+    assert fit["d_eff"] == pytest.approx(D[0] * (D[1] / D[0]) ** ((5.0 - 4.8) / (5.0 - 4.6)), rel=1e-9)
+    assert fit["status"] == "interpolated between 100k and 300k"
+
+
+def test_one_scratch_budget_gives_no_estimate():
+    for tokens, scratch in (([1e5], [[5.0, 5.1, 4.9]]), ([1e5, 1e5], [[5.0, 5.1, 4.9], [4.8, 4.9, 4.7]])):
+        fit = d_eff(tokens, scratch, [4.9, 5.0, 4.95])
+        assert fit["d_eff"] is None and fit["ci95"] is None and not fit["extrapolation"]
+        assert fit["status"] == "too few scratch budgets"
+        assert fit["interval"] == "no interval: too few scratch budgets"
+
+
+def test_catch_up_names_scratch_already_ahead_and_gives_no_multiplier():
+    scratch = [{s: scratch_loss(d) + 0.01 * s for s in range(3)} for d in D]
+    pruned = [{s: scratch_loss(D[0]) + 0.5 + 0.01 * s for s in range(3)} for _ in D]  # worse than any scratch
+    per = catch_up(D, scratch, pruned)["per_budget"]
+    for e, d in zip(per, D):
+        assert e["d_eff"] is None and e["multiplier"] is None and e["pruned_tokens"] == d
+        assert e["status"] == f"{BELOW} (100k): scratch already ahead; extrapolation"
+        assert e["interval"] == "no interval: extrapolation"

@@ -1,6 +1,7 @@
 """The claim statistics (pvs.stats, pvs.claims, pvs.chance) on synthetic records whose effects and noise are
 known: interval coverage with seed and evaluation-text noise, the endpoint contrasts, one-seed arms, shared
-scratch arms, the claim-4 gate, merged sweep ratios and accuracy at chance."""
+scratch arms, the claim-4 gate, merged sweep ratios and accuracy at chance. Effects and intervals are also
+checked against the statistics written out by hand (helpers.hand_contrast)."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers import assert_estimate
 from pvs import chance as K
 from pvs import claims as C
 from pvs import stats as S
@@ -70,6 +72,8 @@ def test_estimate_reports_effect_interval_and_mde():
     rec = _draw_equal_tokens(rng, 0.5, 0.02, 0.02)
     c1 = C.claim_equal_tokens(rec)
     d = c1["per_method"][0]["delta"]
+    assert_estimate(d, [(1.0, arm_rows(rec, "minitron-depth", "S", "N")),
+                        (-1.0, arm_rows(rec, "minitron-depth", "P-R", "N"))])
     assert c1["verdict"] == S.SUPPORTED and d.value == pytest.approx(0.5, abs=0.1)
     assert d.mde == pytest.approx((S.t_quantile(0.975, d.df) + S.t_quantile(0.8, d.df)) * d.se)
     assert "evaluation-text variance over 20 blocks" in d.basis and "seeds 3+3" in d.basis
@@ -139,9 +143,16 @@ def test_claim2_endpoint_contrast_detects_a_planted_trend():
     assert c2["scope"].endswith("they rest on 2 distinct scratch arm(s) (6 runs)")
     # curvature is no longer noise: a gap that drops and then flattens is still a shrinking gap
     assert C.claim_token_trend(_scaling((0.30, 0.05, 0.05)))["verdict"] == S.SUPPORTED
-    assert C.claim_token_trend(_scaling((0.10, 0.20, 0.30)))["verdict"] == S.CONTRADICTED
-    flat = C.claim_token_trend(_scaling((0.2, 0.2, 0.2)))
+    rising = _scaling((0.10, 0.20, 0.30))
+    assert C.claim_token_trend(rising)["verdict"] == S.CONTRADICTED
+    flat_rec = _scaling((0.2, 0.2, 0.2))
+    flat = C.claim_token_trend(flat_rec)
     assert flat["verdict"].startswith(S.NO_EFFECT)
+    for rec, claim in ((rising, C.claim_token_trend(rising)), (flat_rec, flat)):  # Δ(1.25P) − Δ(0.05P) by hand
+        a = (lambda arm, b: arm_rows(rec, "minitron-depth", arm, b))  # noqa: E731
+        assert_estimate(claim["per_method"][0]["endpoint"], [(1.0, a("S", "1.25P")), (-1.0, a("P-R", "1.25P")),
+                                                             (-1.0, a("S", "0.05P")), (1.0, a("P-R", "0.05P"))])
+    assert flat["verdict"] == f"{S.NO_EFFECT} {flat['per_method'][0]['endpoint'].mde:.3g}"
     assert C.claim_token_trend(_scaling((0.3, 0.2, 0.1), seeds=1))["verdict"].startswith("not tested (one seed")
 
 
@@ -179,9 +190,13 @@ def test_claim4_gate_trips_on_a_parent_worse_than_its_bigram():
     assert bad["verdict_if_trained"] == S.SUPPORTED  # the numbers are still there
     assert S.kind(bad["verdict"]) == S.NOT_TESTED
     assert C.claim_granularity(_total_record(6.2, None))["verdict"] == C.NO_BIGRAM
-    good = C.claim_granularity(_total_record(3.5, 5.8))
+    good_rec = _total_record(3.5, 5.8)
+    good = C.claim_granularity(good_rec)
     assert good["verdict"] == S.SUPPORTED and good["gate"]["reason"] is None
     assert good["groups"]["sparse"].value == pytest.approx(0.15, abs=0.01)
+    for group, v in (("sparse", "sparsegpt"), ("depth", "minitron-depth")):  # Δ_total by hand, one method each
+        assert_estimate(good["groups"][group], [(1.0, arm_rows(good_rec, v, "S", "P+N")),
+                                                (-1.0, arm_rows(good_rec, v, "P-R", "N"))])
 
 
 def _with_accuracy(r, acc, se=0.016):
@@ -199,3 +214,8 @@ def test_accuracy_differences_at_chance_are_not_read():
     above = K.accuracy_gap([_with_accuracy({}, 0.52)], [_with_accuracy({}, 0.47)])
     assert above["status"] == "compared" and above["scratch_minus_pruned_points"] == pytest.approx(5.0)
     assert K.above(0.30, 0.05, 0.25) is False and K.above(0.40, 0.05, 0.25) is True
+
+
+def arm_rows(rec: dict, variant: str, arm: str, budget: str) -> list[dict]:
+    """The rows of one arm of a synthetic record."""
+    return [r for r in rec["rows"] if r["variant"] == variant and r["arm"] == arm and r["budget"] == budget]

@@ -1,6 +1,7 @@
 """Multi-process training: 2 CPU processes under `accelerate launch` follow the single-process run step for step;
 and accelerate configs that do not fit the machine are refused with one line.
 
+Ten steps (a checkpoint at step 7 included) are enough: a real bug shows from step 1 (below).
 Tolerances, from a measurement (TINY model, batch 8 x 16 tokens, lr 1e-2, 40 steps): the logged losses of the
 two runs differed by at most 1e-5, which is the rounding of metrics.jsonl (5 decimals), and the final weights by
 at most 1.6e-6 (largest weight ~1.2). The runs are not bit-identical because fp32 sums are ordered differently
@@ -25,7 +26,7 @@ from pvs.accelerate_check import check_accelerate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "accelerate"
-STEPS = 40
+STEPS = 10
 LOSS_TOL = 1e-4
 WEIGHT_TOL = 1e-4
 
@@ -70,7 +71,7 @@ def test_two_cpu_processes_match_one_process(tmp_path):
     assert rec_one["tokens"] == rec_two["tokens"] == STEPS * 8 * 16  # same global batch and budget
 
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert a[-1] < a[0] - 0.5                                          # it trained
+    assert a[-1] < a[0] - 0.3                                          # it trained (measured: 4.60 -> 4.02)
     assert max(abs(x - y) for x, y in zip(a, b)) < LOSS_TOL, list(zip(a, b))
 
     wa = load_file(tmp_path / "one" / "model" / "model.safetensors")

@@ -19,6 +19,10 @@ from pvs.model import ModelShape, build_model
 from pvs.records import sha256_file
 from pvs.tasks import PAPER_TASKS, TASKS, prepare_tasks
 
+# the metric the paper reports per task (the authors' evaluation code; OBQA: acc_norm, see pvs.tasks), written
+# out here rather than read from pvs.tasks, so a changed choice there fails these tests
+PAPER_METRIC = {"arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "piqa": "acc_norm",
+                "openbookqa": "acc_norm", "boolq": "acc", "sciq": "acc", "winogrande": "acc", "lambada_openai": "acc"}
 PUBLISHED_ROWS = {"arc_easy": 570, "arc_challenge": 299, "boolq": 3270, "hellaswag": 10042, "openbookqa": 500,
                   "piqa": 1838, "sciq": 1000, "winogrande": 1267, "lambada_openai": 5153}
 
@@ -74,7 +78,8 @@ def test_tiny_model_record_and_cache(cache, tmp_path):
     assert len(rec["checkpoint"]["hash"]) == 16 and rec["settings"]["limit"] == 3
     assert set(rec["tasks"]) == set(PAPER_TASKS) | {"lambada_openai"}
     for name, entry in rec["tasks"].items():
-        assert entry["metric"] == TASKS[name].metric and entry["n_shot"] == 0
+        assert entry["metric"] == PAPER_METRIC[name] and entry["n_shot"] == 0
+        assert entry["value"] == entry["metrics"][PAPER_METRIC[name]]  # the value is lm-eval's number for it
         assert entry["version"] is not None
         assert (entry["n_evaluated"], entry["n_total"], entry["subsampled"]) == (3, PUBLISHED_ROWS[name], True)
         assert entry["subset"]["indices"] == subset_indices(PUBLISHED_ROWS[name], 3, 0)
@@ -168,6 +173,66 @@ def test_a_model_that_always_picks_the_first_option_scores_the_gold0_fraction(ca
         fractions[name] = sum(gold_index(name, docs[i]) == 0 for i in idx) / len(idx)
         assert rec["tasks"][name]["value"] == pytest.approx(fractions[name]), name
     assert fractions["sciq"] == 0.0 and 0.0 < fractions["boolq"] < 1.0  # the check can tell the two apart
+
+
+class LengthLM(LM):
+    """Log-likelihood = -(characters of the continuation), as a per-character model would give: the raw score
+    (acc) picks the shortest answer, the length-normalised one (acc_norm) the longest, so the two differ.
+    Every scored continuation is kept per (task, document) to compute both by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        out = []
+        for r in requests:
+            task = r.task_name.removeprefix("pvs_")
+            context, continuation = r.arguments
+            self.seen.setdefault(task, {}).setdefault(r.doc_id, (r.doc, {}))[1][r.idx] = continuation
+            out.append((-float(len(continuation)), False))
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def first_argmax(values: list[float]) -> int:
+    """Index of the largest value, the first one on ties (as numpy's argmax, which lm-eval uses)."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def by_hand(task: str, seen: dict) -> dict:
+    """acc and acc_norm of LengthLM on ``task``: the gold index read from the raw document, the choice being
+    the continuation without lm-eval's one-space delimiter (a shared continuation, WinoGrande's, ties)."""
+    hits = {"acc": [], "acc_norm": []}
+    for doc, conts in seen.values():
+        conts = [conts[i] for i in sorted(conts)]
+        ll = [-float(len(c)) for c in conts]
+        norm = [x / max(len(c) - 1, 1) for x, c in zip(ll, conts)]
+        gold = gold_index(task, doc)
+        hits["acc"].append(first_argmax(ll) == gold)
+        hits["acc_norm"].append(first_argmax(norm) == gold)
+    return {k: sum(v) / len(v) for k, v in hits.items()}
+
+
+def test_each_task_reports_the_paper_metric_where_acc_and_acc_norm_differ(cache):
+    fake = LengthLM()
+    rec = evaluate_downstream(fake, tasks=ALL8, limit=40, seed=5, cache_dir=cache, lambada=False,
+                              checkpoint_hash="fake-length")
+    for name in ALL8:
+        entry, hand = rec["tasks"][name], by_hand(name, fake.seen[name])
+        assert len(fake.seen[name]) == 40, name
+        assert entry["metric"] == PAPER_METRIC[name], name
+        assert entry["value"] == pytest.approx(hand[PAPER_METRIC[name]], abs=1e-12), name
+        for metric, value in entry["metrics"].items():
+            if metric in hand:  # lm-eval's own numbers agree with the hand count
+                assert value == pytest.approx(hand[metric], abs=1e-12), (name, metric)
+        if name not in ("boolq", "winogrande"):  # their YAMLs define acc only
+            assert abs(hand["acc"] - hand["acc_norm"]) >= 1 / 40 - 1e-9, (name, hand)  # a swap would show
 
 
 def test_bad_input_is_one_line(tmp_path):

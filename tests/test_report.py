@@ -3,6 +3,7 @@ pvs.claims), on synthetic records shaped like a real smoke-tier record (pvs.stud
 from __future__ import annotations
 
 import copy
+import csv as csv_module
 import json
 import math
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import assert_estimate
 from pvs import claims as C
 from pvs import report
 from pvs.errors import PvsError
@@ -148,6 +150,12 @@ def make_records(root: Path, reverse: bool = False, crossing: bool = False, seed
     return root
 
 
+def rows_of(path: Path, variant: str, arm: str, budget: str) -> list[dict]:
+    """The rows of one arm of a written metrics record."""
+    return [r for r in json.loads(Path(path).read_text())["rows"]
+            if r["variant"] == variant and r["arm"] == arm and r["budget"] == budget]
+
+
 EXPECTED = {"fig1_loss_vs_tokens", "fig1_acc_equal_total", "token_scaling", "ratio_sweep", "granularity"}
 TABLES = {"equal_tokens", "equal_tokens_ppl", "equal_tokens_downstream", "token_scaling", "ratio_sweep",
           "paper_vs_ours", "paper_vs_ours_acc"}
@@ -196,7 +204,18 @@ def test_tables_hold_the_record_numbers(rendered):
     assert depth["granularity"] == "depth" and depth["seeds"] == "3/3/3"
     assert 0.18 < float(depth["delta_n"]) < 0.26  # the placed Δ_N of 0.22
     assert "subsampled 800/" in (out / "equal_tokens_downstream.md").read_text()
-    assert "0.39" in (out / "paper_vs_ours.md").read_text()  # the paper's published Δ at 10B
+    # our Δ at the paper's 10B and 50B (as fractions of P) and their ratio, from the token-scaling rows
+    ts = out / "metrics" / "token_scaling.json"
+    delta = {f: float(np.mean([r["val_loss"] for r in rows_of(ts, "minitron-depth", "S", f)])
+                      - np.mean([r["val_loss"] for r in rows_of(ts, "minitron-depth", "P-R", f)]))
+             for f in ("0.05P", "0.25P")}
+    lines = list(csv_module.DictReader((out / "paper_vs_ours.csv").read_text().splitlines()))
+    at = {ln["paper_tokens"]: ln for ln in lines if ln["method"] == "minitron-depth"}
+    assert at["10B"]["our_budget"] == "0.05P" and at["50B"]["our_budget"] == "0.25P"
+    assert float(at["10B"]["our_delta"]) == pytest.approx(delta["0.05P"], rel=1e-5)
+    assert float(at["50B"]["our_delta"]) == pytest.approx(delta["0.25P"], rel=1e-5)
+    assert float(at["50B"]["our_rel"]) == pytest.approx(delta["0.25P"] / delta["0.05P"], rel=1e-5)
+    assert float(at["10B"]["our_rel"]) == pytest.approx(1.0)
 
 
 def test_outputs_change_with_a_record(tmp_path):
@@ -244,10 +263,13 @@ def test_claims_supported_when_pruning_wins_and_the_gap_shrinks(rendered):
     assert rendered["verdicts"] == {1: C.SUPPORTED, 2: C.SUPPORTED, 3: C.SUPPORTED, 4: C.SUPPORTED}
     res = json.loads((Path(rendered["out_dir"]) / "claims.json").read_text())
     c1 = res["claims"][0]
+    eq, ts = (Path(rendered["out_dir"]) / "metrics" / f"{n}.json" for n in ("equal_tokens", "token_scaling"))
     for m in c1["per_method"]:  # every method's interval holds its placed Δ_N and lies above 0
         placed = 0.30 if GRAN[m["method"]] == "sparse" else 0.22
         lo, hi = m["delta"]["ci95"]
         assert 0 < lo < placed < hi, (m["method"], lo, hi)
+        assert_estimate(m["delta"], [(1.0, rows_of(eq, m["method"], "S", "N")),
+                                     (-1.0, rows_of(eq, m["method"], "P-R", "N"))])
         assert m["delta"]["mde80"] > 0 and "seeds 3+3" in m["delta"]["basis"]
         assert f"evaluation-text variance over {BLOCKS} blocks" in m["delta"]["basis"]
     # the shared scratch arms: 10 methods rest on 8 distinct S_N arms
@@ -256,10 +278,19 @@ def test_claims_supported_when_pruning_wins_and_the_gap_shrinks(rendered):
     lo, hi = c2["endpoint"]["ci95"]
     planted = 0.45 * (FRACS[-1] / FRACS[0]) ** -0.6 - 0.45
     assert lo < planted < hi < 0
+    first, last = f"{FRACS[0]:g}P", f"{FRACS[-1]:g}P"
+    assert_estimate(c2["endpoint"], [(1.0, rows_of(ts, c2["method"], "S", last)),
+                                     (-1.0, rows_of(ts, c2["method"], "P-R", last)),
+                                     (-1.0, rows_of(ts, c2["method"], "S", first)),
+                                     (1.0, rows_of(ts, c2["method"], "P-R", first))])
     c3 = res["claims"][2]
     assert any("ratios 0.7, 0.8 reach the same shape" in n for n in c3["notes"])
     assert [q["achieved"] for q in c3["per_method"][0]["points"]] == [0.4997, 0.5997, 0.75]
     assert res["claims"][3]["gate"]["reason"] is None
+    sparse = [v for v in GRAN if GRAN[v] == "sparse"]  # claim 4 pools Δ_total over a granularity's methods
+    assert_estimate(res["claims"][3]["groups"]["sparse"],
+                    [t for v in sparse for t in ((1 / len(sparse), rows_of(eq, v, "S", "P+N")),
+                                                 (-1 / len(sparse), rows_of(eq, v, "P-R", "N")))])
     md = (Path(rendered["out_dir"]) / "claims.md").read_text()
     assert "**supported**" in md and "D_eff" in md and "bootstrap" in md
 
@@ -270,8 +301,19 @@ def _claims(root: Path) -> dict:
 
 
 def test_claims_contradicted_when_reversed(tmp_path):
-    res = _claims(make_records(tmp_path / "metrics", reverse=True))
+    root = make_records(tmp_path / "metrics", reverse=True)
+    res = _claims(root)
     assert [c["verdict"] for c in res["claims"]] == [C.CONTRADICTED] * 4
+    eq, rs = root / "equal_tokens.json", root / "ratio_sweep.json"
+    for m in res["claims"][0]["per_method"]:  # the reversed Δ_N, placed at −0.22 / −0.30, by hand
+        assert m["delta"].value < 0
+        assert_estimate(m["delta"], [(1.0, rows_of(eq, m["method"], "S", "N")),
+                                     (-1.0, rows_of(eq, m["method"], "P-R", "N"))])
+    c3 = res["claims"][2]["per_method"][0]  # ratio sweep of minitron-depth: ratios 0.5 and 0.7 (0.8 merged)
+    at = lambda arm, r: [x for x in rows_of(rs, c3["method"], arm, "N") if x["ratio"] == r]  # noqa: E731
+    assert [q["ratio"] for q in c3["points"]] == [0.5, 0.6, 0.7]
+    assert_estimate(c3["endpoint"], [(1.0, at("S", 0.7)), (-1.0, at("P-R", 0.7)),
+                                     (-1.0, at("S", 0.5)), (1.0, at("P-R", 0.5))])
 
 
 def test_old_records_one_seed_no_blocks_no_baseline(tmp_path):
@@ -338,11 +380,6 @@ def test_released_parent_rows_make_a_figure(tmp_path):
     assert "not evaluated" in (out["out_dir"] / "equal_tokens_downstream.md").read_text()
     # one seed everywhere: no noise estimate, and the claims say so instead of guessing
     assert out["verdicts"][1] == "not tested (one seed: no noise estimate)"
-
-
-def test_experiment_names_match_the_study():
-    from pvs import study
-    assert report.EXPERIMENTS == study.EXPERIMENTS
 
 
 def test_figures_notebook_runs_with_papermill(tmp_path):
