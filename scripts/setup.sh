@@ -10,7 +10,9 @@
 # reproduce.sh and tests/run.sh call this first, so a new user never needs to.
 # The lock is for CPython 3.11 on x86-64 Linux. torch is its CPU build (2.13.0+cpu), taken from a
 # folder of wheels ($PVS_WHEELS, default /opt/wheels) or from an index you name in UV_EXTRA_INDEX_URL.
-# bash scripts/lock.sh regenerates the lock.
+# bash scripts/lock.sh regenerates the lock. Packages are byte-compiled at install: where
+# PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every process would otherwise recompile
+# torch's and transformers' Python sources, ~8 s per process start on 2 cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -35,7 +37,7 @@ if [ ! -f "$stamp" ]; then
         || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$uv_pin" 2>&1 | quiet_pip
     FIND=()
     [ -d "${PVS_WHEELS:-/opt/wheels}" ] && FIND=(--find-links "${PVS_WHEELS:-/opt/wheels}")
-    if ! "$VENV/bin/uv" pip sync --quiet --python "$VENV/bin/python" --require-hashes "${FIND[@]}" "$LOCK"; then
+    if ! "$VENV/bin/uv" pip sync --quiet --compile-bytecode --python "$VENV/bin/python" --require-hashes "${FIND[@]}" "$LOCK"; then
         echo "setup: the locked stack did not install (see above). torch 2.13.0+cpu comes from a folder of" \
              "wheels (PVS_WHEELS=DIR) or an index you add with UV_EXTRA_INDEX_URL" >&2
         exit 1
