@@ -5,22 +5,26 @@
 
 The ceiling is the best sustained fp32 (CPU) or bf16 (GPU) square matmul rate on this machine now,
 so the ratio stays meaningful whatever else the machine is doing. Model FLOPs per token follow
-PaLM's convention (pvs.model.flops_per_token): 6 N + 12 L H Q T. Synthetic tokens are used, so
-no corpus is needed.
+PaLM's convention (pvs.model.flops_per_token): 6 N + 12 L H Q T. The timed step is the study's own
+(pvs.train.start_session / train_step: accelerate, micro-batches, clipping, schedule, AdamW) on a shard of
+random tokens, so no corpus is needed.
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pvs import tiers
 from pvs.config import apply_overrides
 from pvs.model import build_model, flops_per_token, param_counts
-from pvs.train import make_optimizer, resolve_precision
+from pvs.tokens import TokenStream
+from pvs.train import resolve_precision, start_session, train_step
 
 
 def matmul_ceiling(n: int, dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
@@ -40,6 +44,14 @@ def matmul_ceiling(n: int, dtype: torch.dtype, device: str, seconds: float = 3.0
     return best
 
 
+def synthetic_shard(path: Path, n_tokens: int, vocab: int) -> Path:
+    """A token shard of uniform random ids, in the format pvs.tokens writes."""
+    ids = np.random.default_rng(0).integers(0, vocab, n_tokens).astype(np.uint16 if vocab <= 65535 else np.uint32)
+    path.write_bytes(ids.tobytes())
+    path.with_suffix(".json").write_text(f'{{"tokens": {ids.size}, "dtype": "{ids.dtype}", "sha256": "random"}}')
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tier", default="cpu")
@@ -49,35 +61,30 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = apply_overrides(tiers.get(args.tier), args.overrides)
+    cfg.train.threads = args.threads
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg.train.precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     ceiling = matmul_ceiling(4096 if device == "cuda" else 1024, dtype, device)
 
-    model = build_model(cfg.parent, seed=0).to(device)
-    opt = make_optimizer(model, cfg.train)
-    b, t = cfg.train.micro_batch_size or cfg.train.batch_size, cfg.train.seq_len
-    x = torch.randint(0, cfg.parent.vocab, (b, t + 1), device=device)
-
-    def step():
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(input_ids=x[:, :-1]).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(3):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+    model = build_model(cfg.parent, seed=0)
+    b, t = cfg.train.batch_size, cfg.train.seq_len
+    with tempfile.TemporaryDirectory(prefix="pvs-bench-") as tmp:
+        # the study's own loop (pvs.train: accelerate, micro-batches, masks, clipping, schedule, AdamW) on a
+        # shard of random tokens, so no corpus is needed; nothing is written but the temp folder
+        stream = TokenStream(synthetic_shard(Path(tmp) / "bench.bin", (args.steps + 4) * b * (t + 1), cfg.parent.vocab))
+        session = start_session(model, stream, cfg.train, tokens=(args.steps + 3) * b * t, out_dir=Path(tmp),
+                                desc="bench")
+        for step in range(3):  # warm-up: allocator, kernels, optimizer state
+            train_step(session, step)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for step in range(3, 3 + args.steps):
+            loss, _, _ = train_step(session, step)
+        float(loss)  # wait for the last step
+        dt = time.perf_counter() - t0
     tok_s = args.steps * b * t / dt
     fpt = flops_per_token(cfg.parent, t)
     achieved = tok_s * fpt

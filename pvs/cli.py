@@ -69,7 +69,7 @@ def resolve_config(args):
 
 def cmd_show(args) -> None:
     from pvs.config import config_hash, to_dict
-    from pvs.model import flops_per_token, shape_param_counts
+    from pvs.shape import flops_per_token, shape_param_counts
     cfg = resolve_config(args)
     print(json.dumps({"config": to_dict(cfg), "hash": config_hash(cfg),
                       "parent_params": shape_param_counts(cfg.parent),
@@ -131,7 +131,7 @@ def cmd_baseline(args) -> None:
 
 def cmd_prune(args) -> None:
     from pvs.prune.registry import check_ratio, parse_variant
-    from pvs.prune.run import check_cached, prune_to_dir
+    from pvs.prune.run import check_cached
     from pvs.records import read_json
     from pvs.stages import prepare_data
     from pvs import study
@@ -142,19 +142,12 @@ def cmd_prune(args) -> None:
         from pvs.config import merge
         cfg = merge(cfg, {"study": {"parent": args.parent}})
     study.check_parent_exists(cfg)  # before spending time on data
-    if args.out:
-        out = Path(args.out)
-        options = study._prune_options(cfg, args.method, args.ratio)
-        if (out / "prune.json").is_file():  # reuse only what was asked, complete; before loading anything
-            rec = check_cached(read_json(out / "prune.json"), out, args.method, args.ratio, options)
-        else:
-            data = prepare_data(cfg)
-            rec = prune_to_dir(study.load_parent_model(cfg, data), args.method, args.ratio,
-                               study.calib_tokens(cfg, data), out, options,
-                               provenance={"parent": cfg.study.parent or study.stages.parent_dir(cfg).name},
-                               tokenizer=study.parent_tokenizer(cfg, data))
-    else:
-        out = study.prune(cfg, prepare_data(cfg), args.method, args.ratio)
+    out = Path(args.out) if args.out else None
+    if out and (out / "prune.json").is_file():  # reuse only what was asked, complete; before loading anything
+        rec = check_cached(read_json(out / "prune.json"), out, args.method, args.ratio,
+                           study.prune_options(cfg, args.method, args.ratio))
+    else:  # the study's own path (options, calibration, budget), into --out or the study's run folder
+        out = study.prune(cfg, prepare_data(cfg), args.method, args.ratio, out=out)
         rec = read_json(out / "prune.json")
     print(f"{args.method} at ratio {args.ratio}: achieved {rec['achieved_ratio']:.4f} of non-embedding parameters "
           f"removed; {rec['params']['total']:,} params ({rec['params']['nonzero']:,} nonzero); {rec['wall_s']} s, "
@@ -210,14 +203,14 @@ def cmd_study(args) -> None:
                 parse_variant(v)
             except PvsError as e:
                 raise PvsError(f"study.{field}: {e}") from None
-    run_study(cfg, args.tier, experiments=args.experiment or None, figures_only=args.figures_only,
-              overrides=args.overrides, config_file=args.config)
+    run_study(cfg, args.tier, experiments=args.experiment or None, figures_only=args.figures_only)
 
 
 def cmd_shapes(args) -> None:
     from pvs import study
     from pvs.model import shape_of
-    from pvs.prune.shapes import build_table, table_name
+    from pvs.prune.shape_search import build_table
+    from pvs.prune.shapes import table_name
     from pvs.stages import prepare_data
     cfg = resolve_config(args)
     if args.parent:

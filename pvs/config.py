@@ -22,7 +22,7 @@ import yaml
 
 from pvs.errors import PvsError, check
 from pvs.experiments import EXPERIMENTS
-from pvs.model import ModelShape
+from pvs.shape import ModelShape
 
 
 @dataclass
@@ -195,6 +195,15 @@ class StudyConfig:
     tokenizer needed); '' = skip it (the CPU tier cannot afford retraining SmolLM2-135M)."""
     workers: int = 1
     """Training arms run in parallel processes (each with train.threads threads)."""
+    method_options: dict[str, dict] = field(default_factory=dict)
+    """Extra options per pruning method, on top of those its registry entry derives from this config, e.g.
+    {flap: {unit: head}} (FLAP's per-query-head unit under GQA) or {minitron-depth: {batch_size: 4}}. Keys
+    are method names (a sparse method's options apply to its N:M forms too); the options are part of each
+    pruned run's key, and the method checks their names when it runs. From the command line:
+    --set study.method_options.flap.unit=head."""
+    shape_entry: str = "pvs"
+    """Which named entry of the shape table sets the width targets: 'pvs' (pvs's search) or another entry the
+    table holds, e.g. 'authors' in llama3.1-8b.json at ratio 0.5 (the authors' Minitron-width shape)."""
     sparse_scratch_init: str = "authors"
     """How the S arms of sparse methods are drawn (pvs.prune.masks.reinit_with_masks), same mask either way:
     'authors' (their reinit script) redraws the kept linear weights from N(0, 0.02) and keeps the parent's
@@ -258,6 +267,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         check(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
+    if origin is dict or tp is dict:
+        check(isinstance(value, dict), f"{where}: expected a mapping, got {value!r}")
+        _, inner = typing.get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         check(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
         (inner, *_) = typing.get_args(tp) or (Any,)
@@ -308,15 +321,18 @@ def merge(cfg: Any, updates: dict, where: str = "config") -> Any:
     """Return a copy of ``cfg`` with nested ``updates`` applied (type-checked)."""
     d = to_dict(cfg)
 
-    def deep(base: dict, upd: dict, path: str) -> None:
+    def deep(base: dict, upd: dict, path: str, cls: type | None) -> None:
+        """Merge into a dataclass's fields (names checked) or a free-form mapping field (any key)."""
+        hints = typing.get_type_hints(cls) if cls else {}
         for k, v in upd.items():
-            check(k in base, f"{path}: unknown field {k!r}; allowed: {sorted(base)}")
-            if isinstance(base[k], dict) and isinstance(v, dict):
-                deep(base[k], v, f"{path}.{k}")
+            check(cls is None or k in base, f"{path}: unknown field {k!r}; allowed: {sorted(base)}")
+            if isinstance(base.get(k), dict) and isinstance(v, dict):
+                sub = hints.get(k)
+                deep(base[k], v, f"{path}.{k}", sub if cls and dataclasses.is_dataclass(sub) else None)
             else:
                 base[k] = v
 
-    deep(d, updates, where)
+    deep(d, updates, where, type(cfg))
     return from_dict(type(cfg), d, where)
 
 

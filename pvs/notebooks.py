@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pvs.errors import PvsError, check
+from pvs.errors import PvsError
 from pvs.records import REPO_ROOT
 from pvs.experiments import EXPERIMENTS, FIGURES_NOTEBOOK, NOTEBOOKS, check_experiment
 
@@ -51,9 +51,10 @@ def publish_report(executed: Path, target: Path) -> Path:
     return target
 
 
-def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False,
-              overrides: list[str] | None = None, config_file: str | None = None) -> dict:
-    """Execute the experiment notebooks (unless figures_only) and the figures notebook."""
+def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False) -> dict:
+    """Execute the experiment notebooks (unless figures_only) with the resolved config ``cfg`` as their
+    ``config`` parameter (so each runs exactly what `pvs study` resolved), then the figures notebook."""
+    from pvs.config import to_dict
     from pvs.paths import runs_root
     chosen = experiments or list(EXPERIMENTS)
     for name in chosen:
@@ -64,8 +65,7 @@ def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only
         for name in chosen:
             nb = NOTEBOOKS[name]
             print(f"== notebook {nb} ({name})", flush=True)
-            times[name] = execute(nb, out_dir / nb, {"tier": tier, "overrides": list(overrides or []),
-                                                      "config_file": config_file, "experiment": name})
+            times[name] = execute(nb, out_dir / nb, {"tier": tier, "config": to_dict(cfg), "experiment": name})
             print(f"   done in {times[name]:.0f} s -> {out_dir / nb}", flush=True)
     print(f"== notebook {FIGURES_NOTEBOOK} (tables and figures from figures/{tier}/metrics)", flush=True)
     from pvs.study import metrics_dir_for

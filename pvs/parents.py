@@ -43,6 +43,12 @@ def default_cache_dir() -> Path:
     return cache_root() / "parents"
 
 
+def tokenizer_source(name: str) -> str | None:
+    """Where the tokenizer named ``name`` loads from: a released parent's converted folder for a known name
+    (converting it on first use), else None (``name`` itself: 'bpe', a Hugging Face id or a local path)."""
+    return str(smollm2_dir()) if name in KNOWN_NAMES else None
+
+
 def load_parent(spec: str, dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None):
     """``(model, tokenizer)`` for a parent ``spec``: a known name (``smollm2-135m``), a local
     directory holding a save_pretrained Llama-family model, or a Hugging Face model id.
@@ -78,7 +84,7 @@ def _looks_like_path(spec: str) -> bool:
 def _load_pretrained(source, dtype, label: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    import pvs.prune  # noqa: F401  registers the per-layer-width class of pruned checkpoints
+    import pvs.hetero  # noqa: F401  registers the per-layer-width class of pruned checkpoints
 
     try:
         config = AutoConfig.from_pretrained(source)

@@ -36,12 +36,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pvs.config import RunConfig, config_hash
+from pvs.config import RunConfig
 from pvs.errors import PvsError, check
 from pvs.experiments import EXPERIMENTS, experiment_arms
-from pvs.paths import cache_root
 from pvs.regime import format_regime
-from pvs.model import ModelShape, flops_per_token, shape_param_counts
+from pvs.shape import RELEASED_SHAPES, ModelShape, flops_per_token, shape_param_counts
 
 GPUS = {
     "h100": ("NVIDIA H100 SXM", 989e12),
@@ -52,15 +51,8 @@ GPUS = {
 ROUNDINGS = ("exact", "authors")
 DEFAULT_MFU = 0.4
 DCLM_TOKENS = 260e9
-"""The authors' tokenized DCLM-Baseline subset (Llama-3 tokenizer, 64 shards, "260B tokens", paper-notes
-section 4). The full DCLM-Baseline is ~4T tokens; pvs streams a bounded part of it (data.max_docs)."""
-RELEASED_SHAPES = {
-    "smollm2-135m": ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, ffn=1536,
-                               vocab=49152, tied=True, max_seq=8192),
-    "meta-llama/Llama-3.1-8B": ModelShape(n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128,
-                                          ffn=14336, vocab=128256, tied=False, max_seq=8192),
-}
-"""Shapes of released parents known without loading them."""
+"""The authors' tokenized DCLM-Baseline subset (Llama-3 tokenizer, 64 shards; their Hugging Face dataset
+Zephyr271828/dclm-260b, "260B tokenized tokens"). The full DCLM-Baseline is ~4T tokens; pvs streams a bounded part of it (data.max_docs)."""
 
 
 @dataclass
@@ -146,8 +138,7 @@ def _built_split_tokens(cfg: RunConfig) -> dict | None:
     import json
 
     from pvs import stages
-    key = {**stages._corpus_key(cfg), "tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
-    tok_dir = cache_root() / "tokens" / config_hash(key)
+    tok_dir = stages.tokens_dir(cfg)
     out = {}
     for split in ("pretrain", "retrain"):
         meta = tok_dir / f"{split}.json"

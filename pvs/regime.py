@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 
 from pvs.config import RunConfig
-from pvs.model import shape_param_counts
+from pvs.shape import shape_param_counts
 
-# Llama-3.1-8B pretrained on P = 200B DCLM tokens, retrained on N = 50B (../shared/paper-notes.md §4)
+# Llama-3.1-8B pretrained on P = 200B DCLM tokens, retrained on N = 50B (the paper's setup; the authors'
+# MaxText scripts give the 512 x 8192-token step)
 PAPER = {"non_embedding": 6.98e9, "P": 200e9, "N": 50e9, "step_tokens": 512 * 8192, "n_layers": 32,
          "scaling_fracs": (0.05, 0.15, 0.25, 1.25, 2.5), "ratios": (0.5, 0.6, 0.7, 0.8),
          "warmup_frac": 0.05, "min_lr_frac": 0.1, "betas": (0.9, 0.95), "weight_decay": 0.1, "grad_clip": 1.0}

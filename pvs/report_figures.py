@@ -113,7 +113,7 @@ def _loss_panel(ax, m: dict, parent: float | None, P: float | None, annotate: bo
                     color="0.15", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
     _token_axis(ax, x, P)
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"{pretty(m['method'])} (ratio {pts[0]['ratio']:g})")
+    ax.set_title(f"{pretty(m['method'], m['granularity'])} (ratio {pts[0]['ratio']:g})")
 
 
 def _parent_loss(rec: dict) -> float | None:
@@ -149,8 +149,9 @@ def _granularity_bands(ax, idx: dict, methods: list[str], label: bool) -> None:
                     fontsize=9, color=GRAN_COLORS.get(g, "0.3"), fontweight="bold")
 
 
-def _method_labels(ax, methods: list[str]) -> None:
-    ax.set_xticks(np.arange(len(methods)), [pretty(v).replace(" ", "\n", 1) for v in methods], fontsize=8)
+def _method_labels(ax, idx: dict, methods: list[str]) -> None:
+    ax.set_xticks(np.arange(len(methods)), [pretty(v, C._granularity(idx, v)).replace(" ", "\n", 1) for v in methods],
+                  fontsize=8)
     ax.set_xlim(-0.6, len(methods) - 0.4)
 
 
@@ -229,7 +230,7 @@ def fig1_acc_equal_total(rec: dict) -> Figure:
     strip.set_ylabel("S − P" + (" (points)" if acc else " (loss)"))
     strip.set_title("S − P: bar colour = the winner (blue scratch, purple pruned)" +
                     ("; grey = an arm at chance, no winner" if acc else ""), fontsize=8, fontweight="normal")
-    _method_labels(strip, methods)
+    _method_labels(strip, idx, methods)
     return fig
 
 
@@ -334,7 +335,7 @@ def ratio_sweep(rec: dict, claim3: dict) -> Figure:
             if pts:  # a small sideways dodge keeps methods with equal values visible
                 dodge = 0.006 * (j - (len(styles) - 1) / 2)
                 ax.errorbar([a + dodge for a, _ in pts], [e.value for _, e in pts], yerr=[e.half or 0 for _, e in pts],
-                            label=f"{pretty(v)} ({C._granularity(idx, v)})", capsize=3, lw=1.6, ms=6, **st)
+                            label=f"{pretty(v, C._granularity(idx, v))} ({C._granularity(idx, v)})", capsize=3, lw=1.6, ms=6, **st)
         ax.axhline(0, color="0.3", lw=0.9)
         ax.set_title(title)
         ax.set_xlabel("achieved pruning ratio (fraction of non-embedding params removed)")
@@ -374,7 +375,7 @@ def granularity(claim1: dict, claim4: dict, rec: dict) -> Figure:
         _granularity_bands(ax, idx, methods, label=i == 0)
         ax.set_title(title, fontsize=10, pad=16 if i == 0 else 6)
         ax.set_ylabel("Δ  (> 0: pruned ahead)")
-    _method_labels(axes[1], methods)
+    _method_labels(axes[1], idx, methods)
     ests = [m["delta"] for m in claim1["per_method"]] + [m["delta_total"] for m in claim4["per_method"]]
     if claim4.get("gate", {}).get("reason"):
         axes[1].text(0.01, 0.02, f"claim 4: {claim4['gate']['reason']}", transform=axes[1].transAxes, fontsize=7,
@@ -399,7 +400,8 @@ def released_parent(rec: dict) -> Figure:
         st = PRUNED if lab.startswith("P-R") else SCRATCH if lab.startswith("S") else {"color": "0.5"}
         ax.bar(np.arange(len(groups)) + (j - (len(labels) - 1) / 2) * w, ys, w, color=st["color"],
                alpha=0.5 + 0.5 * (j % 2), label=lab)
-    ax.set_xticks(np.arange(len(groups)), [f"{pretty(v)}\n{b}" for v, b in groups], fontsize=8)
+    gran = {r.get("variant") or "parent": r.get("granularity") or "" for r in rows}
+    ax.set_xticks(np.arange(len(groups)), [f"{pretty(v, gran[v])}\n{b}" for v, b in groups], fontsize=8)
     ax.set_ylabel("validation loss (nats/token)")
     ax.legend(fontsize=8)
     ax.set_title("Released vs custom parent")

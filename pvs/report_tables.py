@@ -32,13 +32,14 @@ def _tokens(x) -> str:
     return "∞" if x is None else fmt_tokens(x)
 
 
-def pretty(variant: str) -> str:
-    """Display name: 'sparsegpt-2:4' -> 'SparseGPT 2:4', 'sparsegpt' -> 'SparseGPT U' (unstructured)."""
+def pretty(variant: str, granularity: str = "") -> str:
+    """Display name: 'sparsegpt-2:4' -> 'SparseGPT 2:4'; a sparse variant with no N:M pattern (granularity
+    'sparse', as its record rows say) -> 'SparseGPT U' (unstructured)."""
     base, _, pattern = variant.partition("-") if variant.split("-")[-1].count(":") else (variant, "", "")
     name = _PRETTY.get(base, base)
     if pattern:
         return f"{name} {pattern}"
-    return f"{name} U" if base in ("sparsegpt", "wanda", "magnitude") else name
+    return f"{name} U" if granularity == "sparse" else name
 
 
 def method_order(idx: dict, rec: dict) -> list[str]:
@@ -297,7 +298,8 @@ def released_parent_table(rec: dict) -> Table:
 
 
 def paper_vs_ours(scaling: dict | None, claim2: dict | None, equal: dict | None) -> tuple[Table, Table]:
-    """The paper's Figure 1 numbers (paper-notes §6) beside ours at the same fractions of P."""
+    """The paper's Figure 1 numbers (pvs.claims.PAPER_FIG1_*, read from the figure) beside ours at the same
+    fractions of P."""
     ours = {m["method"]: {round(C.budget_frac(q["budget"]) * 200, 6): q for q in m["points"]}
             for m in (claim2 or {}).get("per_method", [])}
     loss = []

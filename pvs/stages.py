@@ -36,6 +36,17 @@ def _corpus_key(cfg: RunConfig) -> dict:
                                  "calib_frac", "valid_frac")}, "corpus_version": CORPUS_VERSION}
 
 
+def corpus_dir(cfg: RunConfig, cache: Path | None = None) -> Path:
+    """Where the corpus splits of ``cfg.data`` live (keyed by what the corpus depends on)."""
+    return Path(cache or cache_root()) / "corpus" / config_hash(_corpus_key(cfg))
+
+
+def tokens_dir(cfg: RunConfig, cache: Path | None = None) -> Path:
+    """Where the tokenizer and token shards of ``cfg.data`` live (the corpus key plus the tokenizer)."""
+    key = {**_corpus_key(cfg), "tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
+    return Path(cache or cache_root()) / "tokens" / config_hash(key)
+
+
 CHARS_PER_TOKEN = 4.5
 """English web text per token of a ~50k BPE (DCLM with the Llama-3 / SmolLM2 tokenizers: 4.3-4.7)."""
 
@@ -52,30 +63,29 @@ def dclm_chars_needed(cfg: RunConfig) -> tuple[int, int]:
 def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
     """Corpus splits, tokenizer and token shards for ``cfg.data`` (built once, then reused)."""
     from pvs.corpus import build_corpus
+    from pvs.parents import tokenizer_source
     from pvs.tokens import prepare_shards, prepare_tokenizer
 
-    cache = Path(cache or cache_root())
-    corpus_dir = cache / "corpus" / config_hash(_corpus_key(cfg))
+    corpus = corpus_dir(cfg, cache)
     if cfg.data.source == "dclm":
         need, chars = dclm_chars_needed(cfg)
         try:
-            build_corpus(corpus_dir, cfg.data, max_chars=chars)
+            build_corpus(corpus, cfg.data, max_chars=chars)
         except PvsError as e:
             raise PvsError(f"tier {cfg.tier} needs {need / 1e9:.2f}B tokens of {cfg.data.dclm_dataset} (P = "
                            f"{cfg.budget.pretrain_tokens / 1e9:.2f}B of pretraining text, N = "
                            f"{cfg.budget.retrain_tokens / 1e9:.2f}B of retraining text): {e}") from None
     else:
-        build_corpus(corpus_dir, cfg.data)
-    tok_key = {**_corpus_key(cfg), "tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}
-    tok_dir = cache / "tokens" / config_hash(tok_key)
-    tok = prepare_tokenizer(corpus_dir, cfg.data, tok_dir)
-    shards = prepare_shards(corpus_dir, tok, tok_dir)
-    return DataHandle(corpus_dir, tok_dir, tok, shards)
+        build_corpus(corpus, cfg.data)
+    tok_dir = tokens_dir(cfg, cache)
+    tok = prepare_tokenizer(corpus, cfg.data, tok_dir, pretrained=tokenizer_source(cfg.data.tokenizer))
+    shards = prepare_shards(corpus, tok, tok_dir)
+    return DataHandle(corpus, tok_dir, tok, shards)
 
 
 def parent_shape(cfg: RunConfig, data: DataHandle):
     """The tier's parent shape with the vocabulary the tokenizer actually has."""
-    from pvs.model import replace
+    from pvs.shape import replace
     return replace(cfg.parent, vocab=len(data.tokenizer))
 
 

@@ -27,6 +27,17 @@ from pvs.paths import figures_root, runs_root
 from pvs.records import atomic_write_json, code_version, environment, read_json
 from pvs import stages
 
+def config_for(tier: str, config: dict | None = None) -> RunConfig:
+    """The config an experiment notebook runs: the resolved one `pvs study` passes as a dict (checked field
+    by field), or, opened by hand with ``config = None``, the tier's defaults."""
+    from pvs import tiers
+    if config is None:
+        return tiers.get(tier)
+    cfg = from_dict(RunConfig, config)
+    check(cfg.tier == tier, f"notebook parameters disagree: tier={tier!r} but config is tier {cfg.tier!r}")
+    return cfg
+
+
 def metrics_dir_for(tier: str) -> Path:
     """Where a tier's metrics records live: figures/<tier>/metrics (or $PVS_FIGURES/<tier>/metrics)."""
     return figures_root() / tier / "metrics"
@@ -82,23 +93,25 @@ def pruned_dir(cfg: RunConfig, variant: str, ratio: float) -> Path:
     parent = cfg.study.parent or stages.parent_dir(cfg).name
     samples, seq_len = _spec(variant).calibration(cfg)
     key = {"parent": parent, "variant": variant, "ratio": ratio, "calib": [samples, seq_len, cfg.data.split_seed],
-           "options": _prune_options(cfg, variant, ratio)}
+           "options": prune_options(cfg, variant, ratio)}
     return runs_root() / cfg.tier / "pruned" / f"{variant.replace(':', '')}-r{ratio}-{config_hash(key)}"
 
 
-def _prune_options(cfg: RunConfig, variant: str, ratio: float) -> dict:
-    """Method options the study passes, as the method's registry entry derives them from the config (they
-    are part of the pruned run's key)."""
+def prune_options(cfg: RunConfig, variant: str, ratio: float) -> dict:
+    """Method options the study passes (part of the pruned run's key): those the method's registry entry
+    derives from the config, then the user's study.method_options for that method."""
     spec = _spec(variant)
-    return spec.study_options(cfg, ratio) if spec.study_options else {}
+    derived = spec.study_options(cfg, ratio) if spec.study_options else {}
+    return {**derived, **cfg.study.method_options.get(spec.name, {})}
 
 
-def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float) -> Path:
-    """The pruned model of ``variant`` at ``ratio`` (made once; see pvs.prune.run)."""
+def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float, out: Path | None = None) -> Path:
+    """The pruned model of ``variant`` at ``ratio`` (made once; see pvs.prune.run), in the study's run folder
+    or in ``out`` (`pvs prune --out`): the same options, calibration data and budget either way."""
     from pvs.prune.registry import BudgetTooSmall
     from pvs.prune.run import check_cached, prune_to_dir
-    spec, out = _spec(variant), pruned_dir(cfg, variant, ratio)
-    options = _prune_options(cfg, variant, ratio)
+    spec, out = _spec(variant), Path(out) if out else pruned_dir(cfg, variant, ratio)
+    options = prune_options(cfg, variant, ratio)
     if (out / "prune.json").is_file():  # reused only when complete and what was asked
         check_cached(read_json(out / "prune.json"), out, variant, ratio, options)
         return out

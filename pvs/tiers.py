@@ -11,9 +11,11 @@ Every tier keeps the paper's budget proportion P:N = 200:50.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pvs.config import BudgetConfig, DataConfig, EvalConfig, RunConfig, StudyConfig, TrainConfig
 from pvs.errors import PvsError
-from pvs.model import ModelShape
+from pvs.shape import RELEASED_SHAPES, ModelShape
 
 
 def _smoke() -> RunConfig:
@@ -73,8 +75,7 @@ def _gpu() -> RunConfig:
     # and would repeat ~300 times).
     return RunConfig(
         tier="gpu",
-        parent=ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, ffn=1536, vocab=49152,
-                          tied=True, rope_theta=100_000.0, max_seq=8192),
+        parent=dataclasses.replace(RELEASED_SHAPES["smollm2-135m"]),
         data=DataConfig(source="dclm", tokenizer="smollm2-135m", vocab_size=49152, retrain_frac=0.25,
                         calib_frac=0.002, valid_frac=0.002),
         train=TrainConfig(seq_len=1024, batch_size=64, lr=1e-3, checkpoint_every=500, log_every=20),
@@ -86,7 +87,8 @@ def _gpu() -> RunConfig:
 
 
 def _paper() -> RunConfig:
-    # Llama-3.1-8B trained by the authors on DCLM with MaxText; see ../shared/paper-notes.md section 4.
+    # Llama-3.1-8B trained by the authors on DCLM-Baseline with MaxText (their training scripts in
+    # zlab-princeton/llm-pruning-collection: 512 x 8192-token steps, AdamW, cosine to 10%).
     return RunConfig(
         tier="paper",
         parent=ModelShape(n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128, ffn=14336,

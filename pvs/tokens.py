@@ -38,15 +38,17 @@ def _iter_texts(corpus_dir: Path, split: str, source: str | None = None):
                                                   key=lambda d: d.get("id", "")))
 
 
-def prepare_tokenizer(corpus_dir: str | Path, data_cfg, tok_dir: str | Path):
-    """Train (once) or load the tokenizer named by ``data_cfg.tokenizer``; return a transformers fast tokenizer."""
+def prepare_tokenizer(corpus_dir: str | Path, data_cfg, tok_dir: str | Path, pretrained: str | None = None):
+    """Train (once) or load the tokenizer named by ``data_cfg.tokenizer``; return a transformers fast tokenizer.
+
+    A pretrained tokenizer (``data_cfg.tokenizer`` other than 'bpe') loads from ``pretrained`` when given
+    (the folder the caller resolved a released parent's name to: pvs.parents.tokenizer_source), else from
+    ``data_cfg.tokenizer`` itself (a Hugging Face id or a local path)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     corpus_dir, tok_dir = Path(corpus_dir), Path(tok_dir)
     if data_cfg.tokenizer != "bpe":
-        # a pretrained tokenizer: a released parent's name, a Hugging Face id or a local path
-        from pvs.parents import KNOWN_NAMES, smollm2_dir
-        source = str(smollm2_dir()) if data_cfg.tokenizer in KNOWN_NAMES else data_cfg.tokenizer
+        source = pretrained or data_cfg.tokenizer
         try:
             return AutoTokenizer.from_pretrained(source)
         except OSError as e:

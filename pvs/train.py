@@ -9,6 +9,9 @@ uninterrupted one. ``masks`` keeps sparse models sparse (pruned weights and thei
 zeroed every step, so the N:M pattern survives training).
 
     record = train(model, TokenStream(".../pretrain.bin"), cfg.train, tokens=400_000, out_dir="runs/x")
+
+The loop is three pieces that bench/bench_train.py reuses, so the benchmark times the study's own step:
+``start_session`` (accelerate, optimizer, resume), ``train_step`` (one optimizer step) and the record at the end.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import os
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -131,33 +135,59 @@ def train(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens:
 run_lock = dir_lock  # one writer per run directory (pvs.records.dir_lock)
 
 
-def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record, tokenizer=None) -> dict:
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
+@dataclass
+class Session:
+    """One training run between its set-up and its end: what every step reads (start_session builds it)."""
 
-    record_path = out_dir / "train.json"
+    acc: object
+    """The accelerate.Accelerator (device, processes, autocast, gradient sync)."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    stream: TokenStream
+    cfg: TrainConfig
+    total_steps: int
+    start_step: int
+    """0, or the step of the checkpoint the run resumed from."""
+    micro: int
+    """Sequences per forward pass (train.micro_batch_size, or the whole per-process batch)."""
+    n_micro: int
+    """Micro-batches accumulated per optimizer step in each process."""
+    per_proc: int
+    mask_pairs: list
+    """(parameter, keep-mask) of a sparse model: its pruned weights stay zero."""
+    code_segments: list
+    epochs: float
+    precision: str
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.seq_len
+
+
+def start_session(model: torch.nn.Module, stream: TokenStream, cfg: TrainConfig, tokens: int, out_dir: Path,
+                  masks: dict | None = None, desc: str = "train") -> Session:
+    """Set a run up: threads, accelerate (processes, precision), the step count for ``tokens``, the optimizer,
+    and the state of the newest checkpoint under ``out_dir/checkpoints`` if there is one."""
+    from accelerate import Accelerator
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-
     precision = resolve_precision(cfg.precision)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
-    world, rank = acc.num_processes, acc.process_index
+    world = acc.num_processes
     micro = cfg.micro_batch_size or cfg.batch_size // world
     per_proc = cfg.batch_size // world
     check(cfg.batch_size % world == 0 and per_proc % micro == 0,
           f"train.batch_size={cfg.batch_size} must split evenly over {world} processes in micro-batches of {micro}")
-    n_micro = per_proc // micro
     total_steps = steps_for(tokens, cfg)
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    epochs = stream.epochs(total_steps * tokens_per_step, cfg.seq_len)
+    epochs = stream.epochs(total_steps * cfg.batch_size * cfg.seq_len, cfg.seq_len)
     if epochs > 1 and acc.is_main_process:
-        warnings.warn(f"{desc}: a budget of {total_steps * tokens_per_step:,} tokens repeats "
-                      f"{stream.path.name} ({len(stream):,} tokens) for {epochs:.2f} epochs", stacklevel=2)
+        warnings.warn(f"{desc}: a budget of {total_steps * cfg.batch_size * cfg.seq_len:,} tokens repeats "
+                      f"{stream.path.name} ({len(stream):,} tokens) for {epochs:.2f} epochs", stacklevel=3)
 
     optimizer = make_optimizer(model, cfg)
-    ckpt_dir = out_dir / "checkpoints"
     start_step, code_segments = 0, []
-    latest = _latest_checkpoint(ckpt_dir)
+    latest = _latest_checkpoint(Path(out_dir) / "checkpoints")
     if latest is not None:
         state = torch.load(latest, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -171,80 +201,104 @@ def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record, token
           "sparse masks are not supported under FSDP yet; train sparse models with DDP or one process")
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
+    return Session(acc, model, optimizer, stream, cfg, total_steps, start_step, micro, per_proc // micro, per_proc,
+                   pairs, code_segments, epochs, precision)
 
-    metrics_path = out_dir / "metrics.jsonl"
+
+def train_step(s: Session, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """One optimizer step (``step`` counts from 0): this process's micro-batches of the step's batch, gradients
+    accumulated and synchronised once, sparse masks applied, clipping, the scheduled learning rate, AdamW.
+    Returns (mean loss of this process's micro-batches, gradient norm or None, learning rate)."""
+    cfg, acc, model = s.cfg, s.acc, s.model
+    loss_sum = torch.zeros((), device=acc.device)
+    for k in range(s.n_micro):
+        lo = acc.process_index * s.per_proc + k * s.micro
+        x, y = s.stream.batch(step, cfg.batch_size, cfg.seq_len, cfg.seed, part=slice(lo, lo + s.micro))
+        x, y = x.to(acc.device), y.to(acc.device)
+        sync = acc.no_sync(model) if k < s.n_micro - 1 else contextlib.nullcontext()
+        with sync, acc.autocast():
+            logits = model(input_ids=x, use_cache=False).logits
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            acc.backward(loss / s.n_micro)
+        loss_sum += loss.detach() / s.n_micro
+    for p, m in s.mask_pairs:  # sparse models: pruned weights get no gradient, so AdamW moments stay zero
+        if p.grad is not None:
+            p.grad.mul_(m)
+    grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    lr = lr_at(step, s.total_steps, cfg)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for p, m in s.mask_pairs:  # and stay exactly zero (weight decay of 0 is 0, but be explicit)
+            p.mul_(m)
+    return loss_sum, grad_norm, lr
+
+
+def _restart_log(path: Path, start_step: int) -> None:
+    """Drop log lines written after the checkpoint the run resumes from: they will be written again."""
+    kept = [ln for ln in _log_lines(path) if json.loads(ln)["step"] <= start_step]
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _train(model, stream, cfg, tokens, out_dir, masks, desc, extra_record, tokenizer=None) -> dict:
+    from tqdm.auto import tqdm
+
+    s = start_session(model, stream, cfg, tokens, out_dir, masks, desc)
+    acc, ckpt_dir, metrics_path = s.acc, out_dir / "checkpoints", out_dir / "metrics.jsonl"
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        # drop log lines written after the checkpoint we resume from: they will be written again
-        kept = [ln for ln in _log_lines(metrics_path) if json.loads(ln)["step"] <= start_step]
-        metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        _restart_log(metrics_path, s.start_step)
 
     t0 = time.time()
-    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not acc.is_main_process,
+    bar = tqdm(total=s.total_steps, initial=s.start_step, desc=desc, disable=not acc.is_main_process,
                mininterval=2.0, dynamic_ncols=True)
     loss_val = float("nan")
     try:  # the progress bar ends its line on any exit, so an error or Ctrl-C prints on a line of its own
-        for step in range(start_step, total_steps):
-            loss_sum = torch.zeros((), device=acc.device)
-            for k in range(n_micro):
-                lo = rank * per_proc + k * micro
-                x, y = stream.batch(step, cfg.batch_size, cfg.seq_len, cfg.seed, part=slice(lo, lo + micro))
-                x, y = x.to(acc.device), y.to(acc.device)
-                sync = acc.no_sync(model) if k < n_micro - 1 else contextlib.nullcontext()
-                with sync, acc.autocast():
-                    logits = model(input_ids=x, use_cache=False).logits
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                    acc.backward(loss / n_micro)
-                loss_sum += loss.detach() / n_micro
-            for p, m in pairs:  # sparse models: pruned weights get no gradient, so AdamW moments stay zero
-                if p.grad is not None:
-                    p.grad.mul_(m)
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-            lr = lr_at(step, total_steps, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for p, m in pairs:  # and stay exactly zero (weight decay of 0 is 0, but be explicit)
-                    p.mul_(m)
+        for step in range(s.start_step, s.total_steps):
+            loss_sum, grad_norm, lr = train_step(s, step)
             done = step + 1
-            if done % cfg.log_every == 0 or done == total_steps:
+            if done % cfg.log_every == 0 or done == s.total_steps:
                 loss_val = acc.reduce(loss_sum, reduction="mean").item()
                 now = time.time()
-                tok_s = (done - start_step) * tokens_per_step / (now - t0) if now > t0 else 0.0
+                tok_s = (done - s.start_step) * s.tokens_per_step / (now - t0) if now > t0 else 0.0
                 if acc.is_main_process:
-                    line = {"step": done, "tokens": done * tokens_per_step, "loss": round(loss_val, 5),
+                    line = {"step": done, "tokens": done * s.tokens_per_step, "loss": round(loss_val, 5),
                             "lr": lr, "tokens_per_s": round(tok_s, 1),
                             "grad_norm": None if grad_norm is None else round(float(grad_norm), 4)}
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(line) + "\n")
                     bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tok_s:,.0f}")
             bar.update(1)
-            if done % cfg.checkpoint_every == 0 and done < total_steps:
+            if done % cfg.checkpoint_every == 0 and done < s.total_steps:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    _save_checkpoint(ckpt_dir, done, acc.unwrap_model(model), optimizer, code_segments)
+                    _save_checkpoint(ckpt_dir, done, acc.unwrap_model(s.model), s.optimizer, s.code_segments)
     finally:
         bar.close()
     wall = time.time() - t0
+    return _finish(s, out_dir, tokens, masks, desc, extra_record, tokenizer, loss_val, wall)
 
+
+def _finish(s: Session, out_dir: Path, tokens, masks, desc, extra_record, tokenizer, loss_val, wall) -> dict:
+    """Save the model (every rank takes part in gathering it), write the run's record, drop its checkpoints."""
+    acc, stream = s.acc, s.stream
     acc.wait_for_everyone()
-    record = {}
-    state = acc.get_state_dict(model)  # every rank takes part: FSDP gathers the shards here
+    state = acc.get_state_dict(s.model)  # every rank takes part: FSDP gathers the shards here
     if acc.is_main_process:
-        model = acc.unwrap_model(model)
+        model = acc.unwrap_model(s.model)
         save_model(model, out_dir / "model", masks=masks, state_dict=state, tokenizer=tokenizer)
         record = {
-            "stage": desc, "tokens_requested": tokens, "steps": total_steps,
-            "tokens": total_steps * tokens_per_step, "epochs": round(epochs, 4),
+            "stage": desc, "tokens_requested": tokens, "steps": s.total_steps,
+            "tokens": s.total_steps * s.tokens_per_step, "epochs": round(s.epochs, 4),
             "data": {"shard": str(stream.path), "tokens": len(stream), "sha256": stream.meta.get("sha256")},
-            "train_config": to_dict(cfg), "precision": precision, "processes": world,
-            "final_loss": loss_val, "wall_s": round(wall, 1), "resumed_from_step": start_step,
-            "sparse": bool(masks), "code": code_segments[-1], "code_segments": code_segments,
+            "train_config": to_dict(s.cfg), "precision": s.precision, "processes": acc.num_processes,
+            "final_loss": loss_val, "wall_s": round(wall, 1), "resumed_from_step": s.start_step,
+            "sparse": bool(masks), "code": s.code_segments[-1], "code_segments": s.code_segments,
             **(extra_record or {}),
         }
-        write_record(record_path, record)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        write_record(out_dir / "train.json", record)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     acc.wait_for_everyone()
-    return read_json(record_path)
+    return read_json(out_dir / "train.json")

@@ -8,11 +8,12 @@ import torch
 from helpers import TINY, scaled_parent
 
 from pvs.errors import PvsError
-from pvs.model import ModelShape, build_model, param_counts, shape_param_counts
+from pvs.model import ModelShape, param_counts, shape_param_counts
 from pvs.prune import get_method
 from pvs.prune.flap import equal_heads_per_group
-from pvs.prune.hetero import PvsLlamaForCausalLM
-from pvs.prune.shapes import achieved_ratio, build_table, table_shape
+from pvs.hetero import PvsLlamaForCausalLM
+from pvs.prune.shape_search import build_table
+from pvs.prune.shapes import achieved_ratio, table_shape
 from pvs.prune.surgery import layer_widths
 
 HEADS = dataclasses.replace(TINY, n_layers=3, n_heads=8, n_kv_heads=2)  # 4 query heads per KV group
@@ -245,3 +246,36 @@ def test_build_table_keeps_named_entries_when_it_rewrites_a_table(tmp_path):
     build_table("tiny-parent", dataclasses.replace(TINY, ffn=96), ratios=(0.5,), table_dir=tmp_path)
     one_line_error(lambda: table_shape("tiny-parent", 0.5, "width", table_dir=tmp_path, entry="authors"),
                    "allowed: pvs")
+
+
+# the same settings reached from a study's config ---------------------------------------------------------
+def test_study_config_reaches_the_method_options_and_the_named_shape(monkeypatch, tmp_path):
+    """--set study.method_options.flap.unit=head reaches FLAP and keys its pruned run apart; study.shape_entry
+    picks the authors' Minitron-width shape at the paper tier; an unknown entry names the allowed ones."""
+    from pvs import study, tiers
+    from pvs.config import apply_overrides
+
+    monkeypatch.setenv("PVS_RUNS", str(tmp_path))
+    cpu = tiers.get("cpu")
+    per_head = apply_overrides(cpu, ["study.method_options.flap.unit=head"])
+    assert per_head.study.method_options == {"flap": {"unit": "head"}}
+    assert study.prune_options(per_head, "flap", 0.5) == {"unit": "head"}
+    assert study.prune_options(cpu, "flap", 0.5) == {}
+    assert study.pruned_dir(per_head, "flap", 0.5) != study.pruned_dir(cpu, "flap", 0.5)
+    assert study.pruned_dir(per_head, "sparsegpt", 0.5) == study.pruned_dir(cpu, "sparsegpt", 0.5)
+
+    paper = tiers.get("paper")
+    ours = study.prune_options(paper, "minitron-width", 0.5)["target_shape"]
+    theirs = study.prune_options(apply_overrides(paper, ["study.shape_entry=authors"]), "minitron-width",
+                                 0.5)["target_shape"]
+    assert (ours["hidden"], ours["ffn"]) == (2816, 9504)
+    assert (theirs["hidden"], theirs["ffn"], theirs["n_heads"], theirs["n_kv_heads"]) == (3072, 9216, 32, 8)
+    with pytest.raises(PvsError, match=r"no width entry named 'theirs' at ratio=0.5; allowed: authors, pvs"):
+        study.prune_options(apply_overrides(paper, ["study.shape_entry=theirs"]), "minitron-width", 0.5)
+
+
+def test_method_options_must_be_a_mapping_of_mappings():
+    from pvs import tiers
+    from pvs.config import apply_overrides
+    with pytest.raises(PvsError, match=r"study.method_options.flap: expected a mapping, got 'head'"):
+        apply_overrides(tiers.get("cpu"), ["study.method_options.flap=head"])

@@ -232,7 +232,7 @@ def test_study_sizes_mask_learning_in_steps_at_every_tier():
     assert math.isclose(tiers.get("paper").study.sheared_tokens_frac, 3200 * 32 * 4096 / 50e9, rel_tol=0.01)
     # cpu: batches of train.batch_size x study.calib_seq_len, the 300-step floor; paper: the authors' 32 x 4096
     for tier, steps, batch in (("cpu", 300, tiers.get("cpu").train.batch_size), ("paper", 3205, 32)):
-        opts = study._prune_options(tiers.get(tier), "sheared-llama", 0.5)
+        opts = study.prune_options(tiers.get(tier), "sheared-llama", 0.5)
         assert opts["steps"] == steps and opts["batch_size"] == batch
 
 

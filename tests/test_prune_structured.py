@@ -15,9 +15,10 @@ from pvs.model import ModelShape, build_model, param_counts, shape_of
 from pvs.prune import get_method, known_methods
 from pvs.prune.depth import block_influence, calibration_loss
 from pvs.prune.flap import compensation_biases, flap_scores, input_moments, select_units
-from pvs.prune.hetero import PvsLlamaForCausalLM
-from pvs.prune.shapes import (DEFAULT_TOLERANCE, RATIOS, build_table, candidate_shapes, depth_tolerance,
-                              non_embedding, search_shape, table_shape, target_shape)
+from pvs.hetero import PvsLlamaForCausalLM
+from pvs.prune.shape_search import build_table, search_shape
+from pvs.prune.shapes import (DEFAULT_TOLERANCE, RATIOS, candidate_shapes, depth_tolerance, non_embedding, table_shape,
+                              target_shape)
 from pvs.prune.surgery import keep_layers, layer_widths, layers_view, prune_width
 from pvs.prune.width import activation_importance
 

@@ -70,7 +70,7 @@ def write_pruned(cfg, parent, variant: str) -> Path:
     """The pruned folder of ``variant`` at RATIO, written where study.prune looks for it."""
     out = study.pruned_dir(cfg, variant, RATIO)
     calib = torch.randint(0, TINY.vocab, (8, 32), generator=torch.Generator().manual_seed(0))
-    prune_to_dir(parent, variant, RATIO, calib, out, study._prune_options(cfg, variant, RATIO))
+    prune_to_dir(parent, variant, RATIO, calib, out, study.prune_options(cfg, variant, RATIO))
     return out
 
 

@@ -4,7 +4,7 @@ Importing this package registers pvs's per-layer-width model class (FLAP, Sheare
 transformers' Auto classes, so ``AutoModelForCausalLM.from_pretrained`` loads any pruned checkpoint
 without ``trust_remote_code``.
 """
-import pvs.prune.hetero  # noqa: F401  (registration side effect)
+import pvs.hetero  # noqa: F401  (registration side effect)
 from pvs.prune.registry import (GRANULARITIES, METHODS, SPARSE_PATTERNS, PruneResult, check_ratio,
                                 get_method, known_methods, parse_variant, register)
 

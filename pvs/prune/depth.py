@@ -1,4 +1,5 @@
-"""Depth pruning: remove whole decoder layers. Two methods, as in the authors' code (paper-notes §2b).
+"""Depth pruning: remove whole decoder layers. Two methods, as in the authors' code
+(zlab-princeton/llm-pruning-collection).
 
 - ``minitron-depth``: remove ONE contiguous block of k layers. For every start index i, the parent minus
   layers [i, i+k) is scored, and one block is removed. Option ``scorer``:

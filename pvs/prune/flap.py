@@ -24,7 +24,7 @@ GQA (upstream FLAP is MHA-only and indexes k/v with the query-head mask, which i
   mean z of its own channels and sized as its q/o rows plus its share (1/group size) of its group's k/v.
   After the joint threshold, a KV group survives while any of its query heads does; a group whose query
   heads are all below the threshold is removed with its k/v. pvs's per-layer model needs the same number of
-  query heads in every kept group of a layer (``pvs.prune.hetero``), so each layer keeps
+  query heads in every kept group of a layer (``pvs.hetero``), so each layer keeps
   r = round-half-up(selected heads / surviving groups), clamped to 1..group size, in every surviving group:
   that group's r best-scored heads. r x groups stays nearest the layer's selected head count, so the
   threshold's per-layer attention budget is kept. The parameters this rounding and the real k/v cost add
@@ -35,7 +35,7 @@ GQA (upstream FLAP is MHA-only and indexes k/v with the query-head mask, which i
 
 A layer may lose all its groups or all its neurons: that module then only adds its compensation bias.
 
-The result has per-layer widths and biases, so it is a ``PvsLlamaForCausalLM`` (``pvs.prune.hetero``).
+The result has per-layer widths and biases, so it is a ``PvsLlamaForCausalLM`` (``pvs.hetero``).
 
     result = get_method("flap").fn(model, calib, 0.5)                  # bias_compensation=True
     result = get_method("flap").fn(model, calib, 0.5, unit="head")     # per-query-head unit

@@ -10,94 +10,22 @@ pruned (and training must keep exactly the pruned ones at zero).
     check_nm(masks[name], 2, 4)                     # a valid 2:4 pattern?
     reinit_with_masks(model, masks, seed=42)        # same sparsity pattern, random weights (authors' scheme)
 
-On disk each mask is bit-packed (8 weights per byte, so an 8B parent's masks take ~0.9 GB, not 7 GB) and
-its shape kept in the safetensors metadata.
+On disk (pvs.checkpoint) each mask is bit-packed (8 weights per byte, so an 8B parent's masks take ~0.9 GB,
+not 7 GB) and its shape kept in the safetensors metadata.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as st_save
 from torch import nn
 
+# the mask files live with the checkpoints they belong to (written and read by pvs.checkpoint)
+from pvs.checkpoint import MASKS_FILE, check_masks, load_masks, masks_hash, save_masks  # noqa: F401  (re-exported)
 from pvs.config import SPARSE_SCRATCH_INITS
-from pvs.errors import PvsError, check
-from pvs.records import atomic_write_bytes
-
-MASKS_FILE = "sparse_masks.safetensors"
-_FORMAT = "pvs-sparse-masks-v1"
-_BITS = torch.arange(8, dtype=torch.uint8)
-
-
-def _pack(mask: torch.Tensor) -> torch.Tensor:
-    flat = mask.detach().reshape(-1).cpu().to(torch.uint8)
-    flat = torch.nn.functional.pad(flat, (0, (-flat.numel()) % 8))
-    return (flat.view(-1, 8) << _BITS).sum(1, dtype=torch.int32).to(torch.uint8)
-
-
-def _unpack(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    numel = 1
-    for s in shape:
-        numel *= s
-    bits = (packed.unsqueeze(1) >> _BITS) & 1
-    return bits.reshape(-1)[:numel].bool().reshape(shape)
-
-
-def _check_masks(masks) -> None:
-    check(isinstance(masks, dict) and all(isinstance(k, str) for k in masks),
-          f"masks must be a dict {{parameter name: bool tensor}}; got {type(masks).__name__}")
-    for name, m in masks.items():
-        check(isinstance(m, torch.Tensor) and m.dtype == torch.bool,
-              f"mask {name!r} is {getattr(m, 'dtype', type(m).__name__)}; masks must be bool tensors (True = kept)")
-
-
-def save_masks(masks: dict[str, torch.Tensor], directory: str | Path) -> Path:
-    """Write ``masks`` to ``directory/sparse_masks.safetensors`` atomically; returns the file path."""
-    _check_masks(masks)
-    shapes = {name: list(m.shape) for name, m in masks.items()}
-    data = st_save({name: _pack(m) for name, m in masks.items()},
-                   metadata={"format": _FORMAT, "shapes": json.dumps(shapes)})
-    path = Path(directory) / MASKS_FILE
-    atomic_write_bytes(path, data)
-    return path
-
-
-def load_masks(directory: str | Path) -> dict[str, torch.Tensor] | None:
-    """The masks saved in ``directory`` (CPU bool tensors), or None if it has none."""
-    path = Path(directory) / MASKS_FILE
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            packed = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise PvsError(f"mask file {str(path)!r} is corrupt ({e}); delete it and rerun the pruning stage") from None
-    if meta.get("format") != _FORMAT:
-        raise PvsError(f"mask file {str(path)!r} has format {meta.get('format')!r}; expected {_FORMAT!r}")
-    shapes = json.loads(meta.get("shapes", "{}"))
-    check(set(shapes) == set(packed), f"mask file {str(path)!r} is inconsistent (names vs shapes); delete it "
-                                      f"and rerun the pruning stage")
-    return {name: _unpack(packed[name], shapes[name]) for name in sorted(shapes)}
-
-
-def masks_hash(masks: dict[str, torch.Tensor], n: int = 16) -> str:
-    """Content hash of a set of masks (names, shapes and bits), to key cached results on."""
-    _check_masks(masks)
-    h = hashlib.sha256()
-    for name in sorted(masks):
-        h.update(f"{name}:{list(masks[name].shape)};".encode())
-        h.update(_pack(masks[name]).numpy().tobytes())
-    return h.hexdigest()[:n]
-
+from pvs.errors import check
 
 def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     """Zero every pruned weight of ``model`` in place (masks named as in ``model.named_parameters()``)."""
-    _check_masks(masks)
+    check_masks(masks)
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         check(name in params, f"mask for {name!r} matches no parameter of the model")
@@ -139,7 +67,7 @@ def reinit_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], seed: in
     token representations, so at equal total tokens it starts ahead of a truly random model.
     Draws use a CPU generator seeded with ``seed``, so the result does not depend on the device.
     """
-    _check_masks(masks)
+    check_masks(masks)
     check(std > 0, f"reinit std={std!r} must be > 0")
     check(scheme in SPARSE_SCRATCH_INITS, f"sparse scratch init {scheme!r}; allowed: {', '.join(SPARSE_SCRATCH_INITS)}")
     fresh = scheme == "fresh"

@@ -2,11 +2,11 @@
 
     record = prune_to_dir(parent_model, "sparsegpt-2:4", 0.5, calib, "runs/cpu/pruned/sparsegpt-2:4-0.5-<hash>")
 
-Writes ``<out>/model`` (loadable with ``AutoModelForCausalLM.from_pretrained`` after ``import pvs``:
-a stock LlamaForCausalLM for uniform shapes, pvs's registered per-layer class for FLAP/Sheared
-LLaMA; sparse masks explicitly in ``model/sparse_masks.safetensors``) and ``<out>/prune.json``
-(method, ratio, target and achieved shape, parameters kept, calibration data hash, wall time,
-peak memory). A finished directory is returned as is, never overwritten.
+Writes ``<out>/model`` (pvs.checkpoint.save_model: a stock LlamaForCausalLM for uniform shapes, loadable
+with ``AutoModelForCausalLM.from_pretrained``; pvs's per-layer class for FLAP/Sheared LLaMA, loadable the same
+way after ``import pvs.hetero`` or with ``trust_remote_code=True``; sparse masks explicitly in
+``model/sparse_masks.safetensors``) and ``<out>/prune.json`` (method, ratio, target and achieved shape,
+parameters kept, calibration data hash, wall time, peak memory). A finished directory is returned as is, never overwritten.
 """
 from __future__ import annotations
 

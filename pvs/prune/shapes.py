@@ -25,7 +25,7 @@ Choosing among candidates:
   candidate cut from it), minitron-depth for depth. This is pvs's stand-in for the paper's architecture
   search tables ``tab:nas-*``, whose contents and criterion are not available to us.
 
-``build_table`` writes ``pvs/prune/shapes/<parent>.json`` (ratios 0.5-0.8, depth and width: chosen shape,
+``build_table`` (pvs.prune.shape_search, with ``search_shape``) writes ``pvs/prune/shapes/<parent>.json`` (ratios 0.5-0.8, depth and width: chosen shape,
 parameter counts, achieved ratio, criterion); ``table_shape(parent, ratio, kind)`` reads it back. The CLI verb
 that fills a tier's table is ``pvs shapes --tier TIER [--parent PARENT] [--search]`` (``fill_command``); a
 table or ratio that is missing is a PvsError naming the table and that command, never a silent fallback.
@@ -60,8 +60,9 @@ import re
 from pathlib import Path
 
 from pvs.errors import PvsError, check
-from pvs.model import ModelShape, replace, shape_param_counts
 from pvs.prune.registry import check_ratio
+from pvs.records import read_json
+from pvs.shape import ModelShape, replace, shape_param_counts
 
 KINDS = ("depth", "width")
 RATIOS = (0.5, 0.6, 0.7, 0.8)
@@ -86,7 +87,7 @@ def depth_tolerance(parent: ModelShape) -> float:
     return 0.5 / parent.n_layers + parent.hidden / non_embedding(parent)
 
 
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
     check(kind in KINDS, f"shape kind {kind!r}; allowed: {', '.join(KINDS)}")
 
 
@@ -107,7 +108,7 @@ def check_reachable(parent: ModelShape, target: ModelShape) -> None:
     check(non_embedding(target) < non_embedding(parent), "target shape equals the parent; nothing to prune")
 
 
-def _entry(parent: ModelShape, shape: ModelShape, **extra) -> dict:
+def table_entry(parent: ModelShape, shape: ModelShape, **extra) -> dict:
     counts = shape_param_counts(shape)
     return {"shape": shape, "non_embedding": counts["non_embedding"], "total": counts["total"],
             "achieved_ratio": achieved_ratio(parent, shape), **extra}
@@ -135,10 +136,10 @@ def candidate_shapes(parent: ModelShape, ratio: float, kind: str = "width", tole
     """Shapes at ``ratio`` (see the module docstring), best first by the parameter-count rule. Each entry:
     shape, non_embedding, total, achieved_ratio, balance (spread of log shrink factors; 0 = even)."""
     check_ratio(ratio)
-    _check_kind(kind)
+    check_kind(kind)
     parent.validate()
     if kind == "depth":
-        return [_entry(parent, depth_target(parent, ratio), balance=0.0)]
+        return [table_entry(parent, depth_target(parent, ratio), balance=0.0)]
     check(0 < tolerance < 1, f"tolerance={tolerance!r} must be in (0, 1) (relative to the target parameter count)")
     d_step, f_step = _default_steps(parent)
     hidden_step, ffn_step = hidden_step or d_step, ffn_step or f_step
@@ -164,7 +165,7 @@ def candidate_shapes(parent: ModelShape, ratio: float, kind: str = "width", tole
                 continue
             factors = [hidden / parent.hidden, f / parent.ffn] + ([heads / parent.n_heads] if prune_heads else [])
             logs = [math.log(x) for x in factors]
-            out.append(_entry(parent, shape, balance=max(logs) - min(logs)))
+            out.append(table_entry(parent, shape, balance=max(logs) - min(logs)))
     out.sort(key=lambda e: (round(e["balance"], 9), abs(e["non_embedding"] - target), -e["shape"].hidden))
     return out
 
@@ -180,53 +181,6 @@ def target_shape(parent: ModelShape, ratio: float, kind: str, tolerance: float =
     return cands[0]["shape"]
 
 
-def _spread(cands: list[dict], k: int) -> list[dict]:
-    """Up to k candidates spread evenly over the hidden-width range, always including cands[0]."""
-    if len(cands) <= k:
-        return list(cands)
-    by_hidden = sorted(cands, key=lambda e: (e["shape"].hidden, e["shape"].n_heads))
-    picks = {id(cands[0]): cands[0]}
-    for j in range(k - 1):
-        e = by_hidden[round(j * (len(by_hidden) - 1) / max(k - 2, 1))]
-        picks.setdefault(id(e), e)
-    return list(picks.values())
-
-
-def search_shape(model, calib, ratio: float, kind: str, tolerance: float = DEFAULT_TOLERANCE,
-                 max_candidates: int = 5, prune_heads: bool = False, batch_size: int = 8,
-                 **steps) -> tuple[ModelShape, dict]:
-    """The candidate with the lowest calibration LM loss after one-shot pruning; returns (shape, info) with
-    every evaluated candidate's loss."""
-    from pvs.model import shape_of
-    from pvs.prune.depth import calibration_loss, minitron_depth_scores
-    from pvs.prune.width import activation_importance, prune_to_shape
-
-    check(isinstance(max_candidates, int) and max_candidates >= 1,
-          f"max_candidates={max_candidates!r} must be a positive integer")
-    check(model.config.model_type == "llama",
-          f"search_shape needs a uniform Llama parent; got model_type={model.config.model_type!r}")
-    parent = shape_of(model)
-    cands = candidate_shapes(parent, ratio, kind, tolerance, prune_heads, **steps)
-    if not cands:
-        target_shape(parent, ratio, kind, tolerance, prune_heads, **steps)  # raises with the explanation
-    evaluated = []
-    if kind == "depth":
-        for e in cands:
-            k = parent.n_layers - e["shape"].n_layers
-            start, losses = minitron_depth_scores(model, calib, k, batch_size)
-            evaluated.append(dict(e, loss=min(losses), removed_start=start))
-    else:
-        scores = activation_importance(model, calib, batch_size=batch_size, heads=prune_heads)
-        for e in _spread(cands, max_candidates):
-            pruned = prune_to_shape(model, scores, e["shape"])
-            evaluated.append(dict(e, loss=calibration_loss(pruned, calib, batch_size)))
-            del pruned
-    best = min(evaluated, key=lambda e: e["loss"])
-    info = {"criterion": LOSS_CRITERION, "n_candidates": len(cands),
-            "evaluated": [_jsonable(e) for e in evaluated]}
-    return best["shape"], info
-
-
 def _shape_str(s: ModelShape) -> str:
     return (f"(layers={s.n_layers}, hidden={s.hidden}, heads={s.n_heads}, kv_heads={s.n_kv_heads}, "
             f"head_dim={s.attn_head_dim}, ffn={s.ffn})")
@@ -236,52 +190,14 @@ def shape_dict(s: ModelShape) -> dict:
     return dict(dataclasses.asdict(s), head_dim=s.attn_head_dim)
 
 
-def _jsonable(e: dict) -> dict:
+def jsonable(e: dict) -> dict:
     return {k: (shape_dict(v) if isinstance(v, ModelShape) else v) for k, v in e.items()}
 
 
-def _table_path(parent_name: str, table_dir: str | Path | None) -> Path:
+def table_path(parent_name: str, table_dir: str | Path | None) -> Path:
     check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", parent_name or "")),
           f"parent name {parent_name!r} must be letters, digits, '.', '_' or '-' (it names a file)")
     return Path(table_dir or TABLE_DIR) / f"{parent_name}.json"
-
-
-def build_table(parent_name: str, parent: ModelShape, model=None, calib=None, ratios=RATIOS, kinds=KINDS,
-                tolerance: float = DEFAULT_TOLERANCE, prune_heads: bool = False, table_dir=None,
-                write: bool = True, **search_options) -> dict:
-    """The target-shape table of one parent: parameter-count rule without ``model``; calibration-loss search
-    (``search_shape``) with ``model`` and ``calib``. Written to ``<table_dir>/<parent_name>.json``."""
-    check((model is None) == (calib is None), "build_table needs both model and calib for the loss criterion, "
-                                              "or neither for the parameter-count criterion")
-    path = _table_path(parent_name, table_dir)
-    entries = []
-    for kind in kinds:
-        _check_kind(kind)
-        for ratio in ratios:
-            if model is None:
-                cands = candidate_shapes(parent, ratio, kind, tolerance, prune_heads)
-                shape = target_shape(parent, ratio, kind, tolerance, prune_heads)
-                extra = {"criterion": "params", "n_candidates": len(cands)}
-            else:
-                shape, info = search_shape(model, calib, ratio, kind, tolerance, prune_heads=prune_heads,
-                                           **search_options)
-                extra = {"criterion": "calib_loss", "n_candidates": info["n_candidates"],
-                         "evaluated": info["evaluated"]}
-            entries.append({"ratio": ratio, "kind": kind, **_jsonable(_entry(parent, shape)), **extra})
-    table = {"parent": parent_name, "parent_shape": shape_dict(parent),
-             "parent_non_embedding": non_embedding(parent),
-             "parent_total": shape_param_counts(parent)["total"],
-             "ratio_definition": "fraction of the parent's non-embedding parameters removed",
-             "tolerance": {"width": tolerance, "depth": "half a layer: |achieved - ratio| <= 1/(2 n_layers)"},
-             "criterion": PARAMS_CRITERION if model is None else LOSS_CRITERION,
-             "prune_heads": prune_heads, "generated_by": "pvs.prune.shapes.build_table", "entries": entries}
-    if write:
-        from pvs.records import atomic_write_json
-
-        table["entries"] += _named_entries(path, table["parent_shape"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, table)
-    return table
 
 
 def entry_name(entry: dict) -> str:
@@ -289,11 +205,9 @@ def entry_name(entry: dict) -> str:
     return entry.get("name", DEFAULT_ENTRY)
 
 
-def _named_entries(path: Path, parent_shape: dict) -> list[dict]:
+def named_entries(path: Path, parent_shape: dict) -> list[dict]:
     """The hand-added named entries (e.g. the authors' shape) of the table at ``path``, to carry over when
     build_table rewrites it; none if there is no table or its parent shape differs."""
-    from pvs.records import read_json
-
     if not path.is_file():
         return []
     old = read_json(path)
@@ -309,17 +223,15 @@ def fill_command(parent_name: str) -> str:
     if tier:
         return f"pvs shapes --tier {tier}"
     return (f"pvs shapes --tier <tier> --parent {parent_name} (a released parent or a model folder of that "
-            f"name), or pvs.prune.shapes.build_table({parent_name!r}, <parent ModelShape>)")
+            f"name), or pvs.prune.shape_search.build_table({parent_name!r}, <parent ModelShape>)")
 
 
 def table_shape(parent_name: str, ratio: float, kind: str, table_dir=None, entry: str = DEFAULT_ENTRY) -> ModelShape:
     """The target shape recorded for ``parent_name`` at ``ratio`` and ``kind``: pvs's own entry, or the named
     ``entry`` (e.g. ``"authors"``). PvsError naming the table and the command that fills it if the table or
     the ratio is missing, and listing the names that exist if ``entry`` is unknown."""
-    from pvs.records import read_json
-
-    _check_kind(kind)
-    path = _table_path(parent_name, table_dir)
+    check_kind(kind)
+    path = table_path(parent_name, table_dir)
     known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
     check(path.is_file(), f"no shape table for parent {parent_name!r} ({path}); known: {', '.join(known) or '(none)'}; "
                           f"write it with: {fill_command(parent_name)}")
@@ -355,6 +267,6 @@ def table_name(cfg) -> str:
 
 
 def study_width_target(cfg, ratio: float) -> dict:
-    """The width target at ``ratio`` from the config's shape table, as a dict of ModelShape fields; a
-    missing table or ratio is a PvsError naming the table and the command that fills it."""
-    return shape_dict(table_shape(table_name(cfg), ratio, "width"))
+    """The width target at ``ratio`` from the config's shape table (entry study.shape_entry), as a dict of
+    ModelShape fields; a missing table or ratio is a PvsError naming the table and the command that fills it."""
+    return shape_dict(table_shape(table_name(cfg), ratio, "width", entry=cfg.study.shape_entry))

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from pvs.errors import PvsError, check
 from pvs.model import ModelShape, flops_per_token, param_counts, shape_of, shape_param_counts
 from pvs.prune.l0 import MODULES, L0Masks
-from pvs.prune.registry import BudgetTooSmall, Calibration, PruneResult, check_ratio, register
+from pvs.prune.registry import BudgetTooSmall, Calibration, PruneResult, check_ratio, get_method, register
 from pvs.prune.shapes import check_reachable, study_width_target
 from pvs.prune.shapes import target_shape as derive_target
 from pvs.prune.surgery import keep_layers, layer_widths, prune_width, result_info
@@ -281,7 +281,6 @@ def study_budget(cfg) -> tuple[int, int, int]:
     """(steps, b, T) of a study's mask learning: batches of b sequences of T tokens (the authors' 32 x 4096
     under study.calibration = 'authors', else train.batch_size x study.calib_seq_len) for
     study.sheared_tokens_frac of N, but at least study.sheared_min_steps steps."""
-    from pvs.prune.registry import get_method
     b, T = get_method("sheared-llama").calibration(cfg)
     steps = mask_learning_steps(cfg.study.sheared_tokens_frac, cfg.budget.retrain_tokens, b * T,
                                 cfg.study.sheared_min_steps)

@@ -12,7 +12,7 @@ parent is untouched) with the kept weights copied, on the parent's device and dt
 Indices are LongTensors into the parent's dimensions (any order; they are sorted, so the kept units stay in
 the parent's order). Per-layer lists may hold None for "keep all of this layer". The result is a stock
 ``LlamaForCausalLM`` when every layer has the same widths and the stock config accepts them (hidden divisible
-by heads, no o_proj/down_proj bias), else a ``PvsLlamaForCausalLM`` (see ``pvs.prune.hetero``). ``head_dim``
+by heads, no o_proj/down_proj bias), else a ``PvsLlamaForCausalLM`` (see ``pvs.hetero``). ``head_dim``
 never changes and is always explicit in the config.
 
 GQA rule for heads: query head q belongs to KV head q // (heads / kv_heads). Every kept query head's KV head
@@ -33,7 +33,7 @@ from transformers.initialization import no_init_weights
 
 from pvs.errors import check
 from pvs.model import param_counts, require_llama
-from pvs.prune.hetero import PvsLlamaConfig, PvsLlamaForCausalLM
+from pvs.hetero import PvsLlamaConfig, PvsLlamaForCausalLM
 
 # config keys that describe a saved checkpoint or a model class rather than a shape
 _DROP_KEYS = ("model_type", "architectures", "transformers_version", "layer_num_heads", "layer_num_kv_heads",

@@ -1,5 +1,6 @@
 """Minitron width pruning: cut residual channels and FFN neurons (optionally attention heads) ranked by
-activation importance on calibration tokens, as in the authors' code (paper-notes §2b).
+activation importance on calibration tokens, as in the authors' code (zlab-princeton/llm-pruning-collection,
+pruning/minitron).
 
 Importance, accumulated by forward hooks over calibration micro-batches of ``batch_size`` sequences:
 - hidden channel j: over every decoder layer's two RMSNorm outputs (input_layernorm and

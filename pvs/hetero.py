@@ -8,8 +8,10 @@ FLAP's bias compensation adds a bias to o_proj / down_proj, so that is a per-lay
 
 Importing this module registers ``model_type="pvs_llama"`` with ``AutoConfig`` and
 ``AutoModelForCausalLM``, so a saved hetero model loads back with
-``AutoModelForCausalLM.from_pretrained(dir)`` (no ``trust_remote_code``). The lead adds
-``import pvs.prune.hetero`` to ``pvs/__init__.py`` so that ``import pvs`` is enough.
+``AutoModelForCausalLM.from_pretrained(dir)`` (no ``trust_remote_code``); pvs's loaders
+(pvs.checkpoint.load_model) and ``import pvs.prune`` import it. It sits below both training and pruning
+(it needs only torch and transformers), and pvs.checkpoint copies this file beside every per-layer-width
+checkpoint as its modeling code.
 
     cfg = PvsLlamaConfig(hidden_size=64, num_hidden_layers=2, head_dim=8, vocab_size=256,
                          layer_num_heads=[8, 4], layer_num_kv_heads=[2, 1], layer_intermediate_size=[128, 96])
