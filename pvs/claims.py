@@ -27,7 +27,7 @@ from pvs.stats import (CONTRADICTED, NO_EFFECT, NOT_TESTED, SUPPORTED, Estimate,
 __all__ = ["SUPPORTED", "CONTRADICTED", "NO_EFFECT", "NOT_TESTED", "Estimate", "kind", "check_claims", "jsonable"]
 
 PAPER_P_TOKENS = 200e9
-# paper-notes §6 (Figure 1, read from the pixels, about ±0.01): tokens (B) -> (scratch S_N, pruned P200-R_N)
+# the paper's Figure 1 (read from the published image, about ±0.01): tokens (B) -> (scratch S_N, pruned P200-R_N)
 PAPER_FIG1_LOSS = {
     "minitron-depth": {10: (3.09, 2.70), 30: (2.81, 2.59), 50: (2.64, 2.54), 250: (2.49, 2.46), 500: (2.47, 2.43)},
     "minitron-width": {10: (3.11, 2.62), 30: (2.80, 2.47), 50: (2.70, 2.47), 250: (2.46, 2.39), 500: (2.44, 2.35)},
@@ -361,14 +361,19 @@ def check_claims(records: dict) -> dict:
     return {"claims": claims, "paper_catch_up": reference}
 
 
+JSON_DIGITS = 10
+"""Significant digits of the numbers in claims.json: the same records give the same file on any x86-64 machine
+(numpy's and scipy's last bits differ between CPUs; the claims are read to 3 digits)."""
+
+
 def jsonable(obj):
-    """The result with every Estimate as a plain dict (for claims.json)."""
+    """The result with every Estimate as a plain dict and every number to JSON_DIGITS (for claims.json)."""
     if isinstance(obj, Estimate):
-        return obj.as_dict()
+        return jsonable(obj.as_dict())
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+    if isinstance(obj, float):
+        return float(f"{obj:.{JSON_DIGITS}g}") if math.isfinite(obj) else None
     return obj
