@@ -279,3 +279,18 @@ def test_method_options_must_be_a_mapping_of_mappings():
     from pvs.config import apply_overrides
     with pytest.raises(PvsError, match=r"study.method_options.flap: expected a mapping, got 'head'"):
         apply_overrides(tiers.get("cpu"), ["study.method_options.flap=head"])
+
+
+AUTHORS_CALIBRATION = {  # (sequences, tokens each) in the authors' scripts, as the README's table cites them
+    "minitron-depth": (1024, 8192), "shortgpt": (1024, 8192), "minitron-width": (1024, 8192),
+    "flap": (2048, 128), "sheared-llama": (32, 4096), "sparsegpt": (128, 8192), "wanda": (128, 8192)}
+
+
+def test_paper_tier_calibrates_each_method_as_its_authors_did():
+    from pvs import tiers
+    paper, cpu = tiers.get("paper"), tiers.get("cpu")
+    assert {m: get_method(m).calibration(paper) for m in AUTHORS_CALIBRATION} == AUTHORS_CALIBRATION
+    assert not get_method("magnitude").needs_calib
+    # the smaller tiers give every one-shot method the tier's one shared size
+    shared = (cpu.study.calib_samples, cpu.study.calib_seq_len)
+    assert {get_method(m).calibration(cpu) for m in AUTHORS_CALIBRATION if m != "sheared-llama"} == {shared}
