@@ -289,6 +289,11 @@ def test_ctrl_c_is_one_line_and_exit_130(env):
     while time.time() < deadline and not list((env / "runs").rglob("metrics.jsonl")):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # seen once in a full suite (2026-12-07), never alone: say where it was
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"pvs pretrain still running 60 s after SIGINT; its stderr ends: {err[-1500:]!r}")
     assert proc.returncode == 130, err[-2000:]
     assert_one_line(130, err, "interrupted", "rerun the same command to resume", code=130)
