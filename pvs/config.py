@@ -197,7 +197,8 @@ class StudyConfig:
     """Training arms run in parallel processes (each with train.threads threads)."""
     method_options: dict[str, dict] = field(default_factory=dict)
     """Extra options per pruning method, on top of those its registry entry derives from this config, e.g.
-    {flap: {unit: head}} (FLAP's per-query-head unit under GQA) or {minitron-depth: {batch_size: 4}}. Keys
+    {flap: {unit: head}} (FLAP's per-query-head unit under GQA) or {minitron-depth: {scorer: task, task:
+    winogrande, num_fewshot: 5}} (blocks ranked by WinoGrande 5-shot accuracy, pvs.downstream.TaskScorer). Keys
     are method names (a sparse method's options apply to its N:M forms too); the options are part of each
     pruned run's key, and the method checks their names when it runs. From the command line:
     --set study.method_options.flap.unit=head."""

@@ -1,4 +1,4 @@
-"""Zero-shot downstream accuracy (the paper's eight tasks) through lm-eval, offline by default.
+"""Downstream accuracy (the paper's eight tasks, zero-shot) through lm-eval, offline by default.
 
     from pvs.downstream import evaluate_downstream
     record = evaluate_downstream(model, tokenizer, limit=200, seed=0)
@@ -11,6 +11,12 @@ uses lm-eval's standard tasks unchanged and needs a network). Each task reports 
 metric (``pvs.tasks.TASKS[name].metric``) with lm-eval's stderr; ``average`` is their plain mean.
 LAMBADA (OpenAI, test) accuracy and perplexity are reported beside them as a language-modelling
 extra, never inside the average.
+
+``num_fewshot=K`` puts K solved examples before each question (lm-eval's own few-shot prompt, drawn
+with lm-eval's default few-shot seed, FEWSHOT_SEED). The offline copies hold only the evaluated split,
+so the examples are drawn from it, never the question itself (lm-eval's rule when a task has no
+training split); lm-eval's hub tasks draw them from their training split. ``TaskScorer`` wraps one task
+as ``callable(model) -> accuracy``, the form minitron-depth's task scorer takes.
 
 ``limit=N`` evaluates a fixed seeded subset of N documents per task (a seeded permutation of the
 document indices, first N, sorted), not the first N rows, and every task in the record says how
@@ -41,6 +47,7 @@ BACKENDS = ("packed", "hflm")
 answer choices packed after it; same numbers, several times fewer tokens) or ``hflm`` (lm-eval's
 HFLM as shipped). Tasks, prompts and metrics are lm-eval's either way."""
 BOOTSTRAP_ITERS = 1000  # only LAMBADA perplexity is bootstrapped; accuracies have closed-form stderr
+FEWSHOT_SEED = 1234  # lm-eval's default seed of the few-shot example sampler, recorded with every few-shot run
 
 
 def default_cache_dir() -> Path:
@@ -61,8 +68,8 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
                         batch_size: int = 16, cache_dir: str | Path | None = None,
                         checkpoint_hash: str | None = None, source: str = "local", lambada: bool = True,
                         device: str | None = None, out_path: str | Path | None = None,
-                        backend: str = "packed") -> dict:
-    """Evaluate ``model`` zero-shot on ``tasks`` and return (and cache) the result record.
+                        backend: str = "packed", num_fewshot: int = 0) -> dict:
+    """Evaluate ``model`` on ``tasks`` (zero-shot unless ``num_fewshot``) and return (and cache) the record.
 
     model: a transformers causal LM (with ``tokenizer``), a path to a saved checkpoint folder,
     or an ``lm_eval.api.model.LM`` (then ``checkpoint_hash`` is required). ``lambada`` adds the
@@ -82,6 +89,8 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     check(source in SOURCES, f"source={source!r} is not one of {list(SOURCES)}")
     check(isinstance(batch_size, int) and batch_size > 0, f"batch_size={batch_size!r} must be a positive integer")
     check(backend in BACKENDS, f"backend={backend!r} is not one of {list(BACKENDS)}")
+    check(isinstance(num_fewshot, (int, np.integer)) and not isinstance(num_fewshot, bool) and num_fewshot >= 0,
+          f"num_fewshot={num_fewshot!r} must be a non-negative integer (solved examples before each question)")
 
     code = code_version()  # the code that computes the numbers, not the checkout at the end of a long run
     model, tokenizer, checkpoint = _resolve_model(model, tokenizer, checkpoint_hash)
@@ -90,10 +99,12 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     prepared = prepare_tasks(cache_root / "tasks") if source == "local" else None
     settings = {"tasks": task_names, "limit": None if limit is None else int(limit), "seed": int(seed),
-                "num_fewshot": 0, "batch_size": batch_size, "device": torch.device(device).type,
+                "num_fewshot": int(num_fewshot), "batch_size": batch_size, "device": torch.device(device).type,
                 "source": source, "backend": checkpoint.get("lm_class", backend),
                 "lm_eval": lm_eval.__version__, "bootstrap_iters": BOOTSTRAP_ITERS,
                 "data": {t: prepared.manifest["tasks"][t]["sha256"] for t in task_names} if prepared else "hub"}
+    if num_fewshot:  # zero-shot records keep the keys they always had
+        settings["fewshot_seed"] = FEWSHOT_SEED
     key = _hash({"checkpoint": checkpoint["hash"], **settings, "tasks": sorted(task_names)})
     record_path = cache_root / "downstream" / f"{key}.json"
     if record_path.is_file():
@@ -129,7 +140,8 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     with _no_bootstrap_pool():
         out = lm_eval.simple_evaluate(model=lm, tasks=[loaded[lm_names[t]] for t in task_names],
                                       task_manager=manager, bootstrap_iters=BOOTSTRAP_ITERS,
-                                      log_samples=False, num_fewshot=None, use_cache=str(request_cache))
+                                      log_samples=False, num_fewshot=int(num_fewshot) or None,
+                                      fewshot_random_seed=FEWSHOT_SEED, use_cache=str(request_cache))
     wall = time.time() - start
 
     record = {"kind": "downstream", "key": key, "code": code, "checkpoint": checkpoint, "settings": settings,
@@ -165,6 +177,56 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     record = write_record(record_path, record, overwrite=True)
     _copy_out(record, out_path)
     return record
+
+
+class TaskScorer:
+    """One task's accuracy as ``callable(model) -> float`` (minitron-depth's ``task_score``): the model is
+    evaluated in memory through ``evaluate_downstream`` (records cached per weights, so a stopped scoring
+    resumes), on the device its weights are on. ``name`` is how pruning records name it."""
+
+    def __init__(self, task: str, tokenizer, num_fewshot: int = 0, limit: int | None = None, seed: int = 0,
+                 batch_size: int = 16, cache_dir: str | Path | None = None):
+        spec = get_spec(task)  # one-line error naming the known tasks
+        check(not spec.extra, f"task={task!r} is a language-modelling extra; a task scorer takes one of "
+                              f"{', '.join(PAPER_TASKS)}")
+        check(isinstance(num_fewshot, int) and not isinstance(num_fewshot, bool) and num_fewshot >= 0,
+              f"num_fewshot={num_fewshot!r} must be a non-negative integer (solved examples before each question)")
+        check(isinstance(seed, int) and not isinstance(seed, bool), f"task seed={seed!r} must be an integer")
+        self.task, self.tokenizer, self.num_fewshot, self.limit = task, tokenizer, num_fewshot, limit
+        self.seed, self.batch_size, self.cache_dir = seed, batch_size, cache_dir
+        docs = "all documents" if limit is None else f"{limit} documents, seed {seed}"
+        self.name = f"{task} {num_fewshot}-shot {get_spec(task).metric} (lm-eval, {docs})"
+        self.record = {"task": task, "num_fewshot": num_fewshot, "limit": limit, "seed": seed}
+        """What pruning records keep of this scorer (pvs.prune.run writes it in prune.json's options)."""
+
+    def __call__(self, model) -> float:
+        device = next(model.parameters()).device.type
+        record = evaluate_downstream(model, self.tokenizer, tasks=[self.task], limit=self.limit, seed=self.seed,
+                                     batch_size=self.batch_size, cache_dir=self.cache_dir, lambada=False,
+                                     device=device, num_fewshot=self.num_fewshot)
+        return float(record["tasks"][self.task]["value"])
+
+
+TASK_OPTIONS = ("task", "num_fewshot", "task_limit", "task_seed")
+"""How a study config spells a task scorer (e.g. study.method_options.minitron-depth = {scorer: task,
+task: winogrande, num_fewshot: 5}); ``with_task_scorer`` turns them into ``task_score``."""
+
+
+def with_task_scorer(method: str, options: dict, tokenizer, cache_dir: str | Path | None = None) -> dict:
+    """``options`` with the TASK_OPTIONS replaced by ``task_score=TaskScorer(...)``; unchanged without ``task``.
+    Only ``task`` names the scorer: the other three without it are an error, never silently dropped."""
+    given = [k for k in TASK_OPTIONS if k in options]
+    if not given:
+        return options
+    check("task" in options, f"{', '.join(given)} for {method} set without task=NAME (the task scorer's task)")
+    rest = {k: v for k, v in options.items() if k not in TASK_OPTIONS}
+    check("task_score" not in rest, f"{method}: give task=NAME or task_score=, not both")
+    limit = options.get("task_limit")
+    check(limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0),
+          f"task_limit={limit!r} for {method} must be a positive integer (documents) or absent (all)")
+    scorer = TaskScorer(options["task"], tokenizer, num_fewshot=options.get("num_fewshot", 0), limit=limit,
+                        seed=options.get("task_seed", 0), cache_dir=cache_dir)
+    return {**rest, "task_score": scorer}
 
 
 def _take_subset(task, limit, seed) -> tuple[str, int, list[int] | None]:
@@ -219,8 +281,8 @@ def _resolve_model(model, tokenizer, checkpoint_hash):
     check(isinstance(model, torch.nn.Module),
           f"model={type(model).__name__} is not a torch model, a checkpoint folder, or an lm_eval LM")
     check(tokenizer is not None, "a model object needs its tokenizer (evaluate_downstream(model, tokenizer))")
-    path = getattr(model, "name_or_path", None) or None
-    return model, tokenizer, {"path": path, "hash": checkpoint_hash or weights_hash(model, tokenizer)}
+    path = getattr(model, "name_or_path", None) or None  # where it was loaded from (its weights may differ since)
+    return model, tokenizer, {"path": display(path) if path else None, "hash": checkpoint_hash or weights_hash(model, tokenizer)}
 
 
 def weights_hash(model: torch.nn.Module, tokenizer=None) -> str:
@@ -301,6 +363,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source", default="local", choices=SOURCES)
     ap.add_argument("--backend", default="packed", choices=BACKENDS,
                     help="packed: each context once with its choices packed after it; hflm: lm-eval's HFLM")
+    ap.add_argument("--num-fewshot", type=int, default=0, help="solved examples before each question")
     ap.add_argument("--no-lambada", action="store_true", help="skip the LAMBADA extra")
     ap.add_argument("--out", default=None, help="also write the record here")
     args = ap.parse_args(argv)
@@ -312,7 +375,7 @@ def main(argv=None) -> int:
         record = evaluate_downstream(model, tok, tasks=tasks, limit=args.limit, seed=args.seed,
                                      batch_size=args.batch_size, source=args.source,
                                      lambada=not args.no_lambada, backend=args.backend,
-                                     out_path=args.out)
+                                     out_path=args.out, num_fewshot=args.num_fewshot)
     except PvsError as e:
         print(f"error: {e}")
         return 2

@@ -111,7 +111,9 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float, o
     from pvs.prune.registry import BudgetTooSmall
     from pvs.prune.run import check_cached, prune_to_dir
     spec, out = _spec(variant), Path(out) if out else pruned_dir(cfg, variant, ratio)
-    options = prune_options(cfg, variant, ratio)
+    from pvs.downstream import with_task_scorer  # task=NAME, num_fewshot=K -> task_score (minitron-depth)
+    tokenizer = parent_tokenizer(cfg, data)
+    options = with_task_scorer(spec.name, prune_options(cfg, variant, ratio), tokenizer)
     if (out / "prune.json").is_file():  # reused only when complete and what was asked
         check_cached(read_json(out / "prune.json"), out, variant, ratio, options)
         return out
@@ -122,8 +124,7 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float, o
                                        for s in range(options["steps"]))}
     try:
         prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data, variant), out, options,
-                     provenance={"parent": cfg.study.parent or stages.parent_dir(cfg).name},
-                     tokenizer=parent_tokenizer(cfg, data))
+                     provenance={"parent": cfg.study.parent or stages.parent_dir(cfg).name}, tokenizer=tokenizer)
     except BudgetTooSmall as e:  # name the study's budget settings, not the method's arguments
         raise PvsError(e.message(spec.budget_hint(cfg))) from None
     return out

@@ -11,6 +11,10 @@ import pytest
 
 from pvs.model import ModelShape
 
+# a smoke-tier study small enough that pruning and training take a second or two (pvs CLI arguments)
+SMOKE = ["--tier", "smoke", "--set", "budget.pretrain_tokens=2560", "--set", "budget.retrain_tokens=1024",
+         "--set", "train.threads=1"]
+
 TINY = ModelShape(n_layers=2, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64, vocab=97, max_seq=256)
 
 

@@ -294,3 +294,41 @@ def test_paper_tier_calibrates_each_method_as_its_authors_did():
     # the smaller tiers give every one-shot method the tier's one shared size
     shared = (cpu.study.calib_samples, cpu.study.calib_seq_len)
     assert {get_method(m).calibration(cpu) for m in AUTHORS_CALIBRATION if m != "sheared-llama"} == {shared}
+
+
+def test_study_config_scores_depth_blocks_by_a_few_shot_task(trained_runs, smoke_cache, tmp_path, monkeypatch):
+    """study.method_options.minitron-depth = {scorer: task, task: winogrande, num_fewshot: 5, task_limit: 8}
+    reaches `pvs prune` as a WinoGrande 5-shot scorer (lm-eval): the parent and every candidate block are
+    scored (accuracies on 8 documents), the block nearest the parent's score goes, prune.json keeps the
+    scorer's settings, the same request is reused and another shot count is a pruned run of its own."""
+    import json
+    import shutil
+    from helpers import SMOKE
+    from pvs.cli import main
+
+    shutil.copytree(trained_runs, tmp_path / "runs")
+    monkeypatch.setenv("PVS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PVS_CACHE", str(smoke_cache))
+    opt = "study.method_options.minitron-depth."
+    argv = [*SMOKE, "--method", "minitron-depth", "--set", f"{opt}scorer=task", "--set", f"{opt}task=winogrande",
+            "--set", f"{opt}task_limit=8", "--set"]
+    assert main(["prune", *argv, f"{opt}num_fewshot=5"]) == 0
+    (folder,) = [p for p in (tmp_path / "runs" / "smoke" / "pruned").iterdir() if p.name.startswith("minitron")]
+    record = json.loads((folder / "prune.json").read_text())
+    info = record["info"]
+    assert record["options"] == {"scorer": "task",
+                                 "task_score": {"task": "winogrande", "num_fewshot": 5, "limit": 8, "seed": 0}}
+    assert info["task"] == "winogrande 5-shot acc (lm-eval, 8 documents, seed 0)"
+    scores, parent = info["block_scores"], info["parent_score"]
+    assert len(scores) == 3 and all(0 <= 8 * s <= 8 and 8 * s == round(8 * s) for s in scores + [parent])
+    start = min(range(3), key=lambda i: (abs(scores[i] - parent), i))
+    assert info["removed_layers"] == [start, start + 1]
+    shots = {json.loads(p.read_text())["tasks"]["winogrande"]["n_shot"]
+             for p in (smoke_cache / "downstream").glob("*.json")
+             if "winogrande" in json.loads(p.read_text())["tasks"]}
+    assert 5 in shots
+    before = (folder / "prune.json").read_bytes()
+    assert main(["prune", *argv, f"{opt}num_fewshot=5"]) == 0  # the same request: reused, not redone
+    assert (folder / "prune.json").read_bytes() == before
+    assert main(["prune", *argv, f"{opt}num_fewshot=0"]) == 0  # another scorer setting: its own folder
+    assert len([p for p in folder.parent.iterdir() if p.name.startswith("minitron")]) == 2

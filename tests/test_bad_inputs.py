@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import SMOKE
 
 from pvs.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-# a smoke-tier study small enough that pruning and training take a second or two
-SMOKE = ["--tier", "smoke", "--set", "budget.pretrain_tokens=2560", "--set", "budget.retrain_tokens=1024",
-         "--set", "train.threads=1"]
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -58,21 +56,6 @@ def env(tmp_path, monkeypatch, smoke_cache):
     monkeypatch.setenv("PVS_FIGURES", str(tmp_path / "figures"))
     monkeypatch.setenv("PVS_CACHE", str(smoke_cache))
     return tmp_path
-
-
-@pytest.fixture(scope="session")
-def trained_runs(tmp_path_factory, smoke_cache):
-    """A tiny smoke parent and two pruned models (wanda-4:8, minitron-depth) in a runs folder of their own."""
-    runs = tmp_path_factory.mktemp("bad-inputs-runs")
-    old = {k: os.environ.get(k) for k in ("PVS_RUNS", "PVS_CACHE")}
-    os.environ.update(PVS_RUNS=str(runs), PVS_CACHE=str(smoke_cache))
-    try:
-        for argv in (["pretrain", *SMOKE, "--no-eval"], ["prune", *SMOKE, "--method", "wanda-4:8"]):
-            assert main(argv) == 0
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return runs
 
 
 @pytest.fixture

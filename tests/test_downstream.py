@@ -9,6 +9,7 @@ import math
 
 import datasets
 import pytest
+import torch
 from lm_eval.api.model import LM
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -233,6 +234,96 @@ def test_each_task_reports_the_paper_metric_where_acc_and_acc_norm_differ(cache)
                 assert value == pytest.approx(hand[metric], abs=1e-12), (name, metric)
         if name not in ("boolq", "winogrande"):  # their YAMLs define acc only
             assert abs(hand["acc"] - hand["acc_norm"]) >= 1 / 40 - 1e-9, (name, hand)  # a swap would show
+
+
+class ContextLM(LM):
+    """Keeps every WinoGrande request's context per document; prefers the first choice."""
+
+    def __init__(self):
+        super().__init__()
+        self.contexts = {}
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        for r in requests:
+            self.contexts.setdefault(r.doc_id, (r.doc, []))[1].append(r.arguments[0])
+        return [(0.0 if r.idx == 0 else -10.0, False) for r in requests]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def solved_winogrande(doc: dict) -> str:
+    """A WinoGrande sentence with its gold option in the blank, spelled as lm-eval writes a solved example
+    (the filled context, one space, the rest of the sentence)."""
+    blank = doc["sentence"].index("_")
+    option = doc["option1"] if doc["answer"] == "1" else doc["option2"]
+    return doc["sentence"][:blank] + option + " " + doc["sentence"][blank + 1:].strip()
+
+
+@pytest.mark.parametrize("shots", [0, 5])
+def test_few_shot_prompts_hold_k_solved_examples_never_the_question(cache, shots):
+    """num_fewshot=K: every prompt is K solved examples of the task (lm-eval's format), then the question;
+    none of them is the question itself. The record says K and the few-shot seed, and is keyed apart."""
+    fake = ContextLM()
+    rec = evaluate_downstream(fake, tasks=["winogrande"], limit=12, seed=1, cache_dir=cache, lambada=False,
+                              checkpoint_hash="fake-context", num_fewshot=shots)
+    assert rec["tasks"]["winogrande"]["n_shot"] == shots and rec["settings"]["num_fewshot"] == shots
+    assert rec["settings"].get("fewshot_seed") == (1234 if shots else None)
+    docs = datasets.Dataset.from_file(str(prepare_tasks(cache / "tasks").root / "data" / "winogrande.arrow"))
+    solved = {solved_winogrande(d) for d in docs}
+    assert len(fake.contexts) == 12
+    for doc, contexts in fake.contexts.values():
+        blank = doc["sentence"].index("_")
+        questions = {doc["sentence"][:blank] + doc["option1"], doc["sentence"][:blank] + doc["option2"]}
+        prefixes = set()
+        for context in contexts:
+            *examples, question = context.split("\n\n")
+            assert question in questions
+            assert len(examples) == shots and all(e in solved for e in examples), examples
+            assert solved_winogrande(doc) not in examples
+            prefixes.add(tuple(examples))
+        assert len(prefixes) == 1  # both choices of a question see the same examples
+    if shots:  # and the examples are drawn per question, not one fixed set
+        assert len({tuple(c.split("\n\n")[:-1]) for _, cs in fake.contexts.values() for c in cs}) > 1
+
+
+def test_task_scorer_is_the_task_accuracy_and_is_spelled_from_options(cache):
+    """with_task_scorer turns a study's task=NAME, num_fewshot, task_limit into task_score=TaskScorer, whose
+    value is evaluate_downstream's accuracy for that model; its record is what prune.json keeps."""
+    from pvs.downstream import TaskScorer, with_task_scorer
+    torch.manual_seed(0)
+    tok = byte_tokenizer()
+    model = build_model(ModelShape(n_layers=2, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64,
+                                   vocab=len(tok)))
+    opts = with_task_scorer("minitron-depth", {"scorer": "task", "task": "winogrande", "num_fewshot": 2,
+                                               "task_limit": 6}, tok, cache_dir=cache)
+    scorer = opts.pop("task_score")
+    assert opts == {"scorer": "task"} and isinstance(scorer, TaskScorer)
+    assert scorer.record == {"task": "winogrande", "num_fewshot": 2, "limit": 6, "seed": 0}
+    assert scorer.name == "winogrande 2-shot acc (lm-eval, 6 documents, seed 0)"
+    direct = evaluate_downstream(model, tok, tasks=["winogrande"], limit=6, cache_dir=cache, lambada=False,
+                                 num_fewshot=2)
+    assert scorer(model) == direct["tasks"]["winogrande"]["value"]
+    assert direct["tasks"]["winogrande"]["n_shot"] == 2
+    assert with_task_scorer("flap", {"unit": "head"}, tok) == {"unit": "head"}  # no task: unchanged
+
+
+@pytest.mark.parametrize("options, needles", [
+    ({"num_fewshot": 5}, ["num_fewshot for minitron-depth", "without task=NAME"]),
+    ({"task": "mmlu"}, ["unknown task 'mmlu'", "winogrande"]),
+    ({"task": "lambada_openai"}, ["task='lambada_openai'", "extra"]),
+    ({"task": "winogrande", "num_fewshot": -1}, ["num_fewshot=-1", "non-negative"]),
+    ({"task": "winogrande", "task_limit": 0}, ["task_limit=0", "positive"]),
+    ({"task": "winogrande", "task_score": len}, ["not both"]),
+])
+def test_task_scorer_options_are_checked(options, needles):
+    from pvs.downstream import with_task_scorer
+    with pytest.raises(PvsError) as err:
+        with_task_scorer("minitron-depth", options, byte_tokenizer())
+    assert all(n in str(err.value) for n in needles) and "\n" not in str(err.value), str(err.value)
 
 
 def test_bad_input_is_one_line(tmp_path):

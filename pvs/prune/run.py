@@ -110,9 +110,11 @@ heads) land on the nearest reachable ratio; beyond this distance the request is 
 
 
 def _plain(options: dict | None) -> dict:
-    """The JSON-able part of a method's options (a data iterator is not part of what was asked)."""
+    """The JSON-able part of a method's options (a data iterator is not part of what was asked); a callable
+    option that describes itself (``record``, e.g. pvs.downstream.TaskScorer) is kept as that description."""
     out = {}
     for k, v in (options or {}).items():
+        v = getattr(v, "record", v)
         try:
             json.dumps(v)
         except TypeError:
