@@ -7,7 +7,7 @@
     pvs prune    --tier cpu --method wanda-2:4 --ratio 0.5     prune the tier's parent (or --parent DIR|smollm2-135m)
     pvs train    --tier cpu --method minitron-depth --init pruned|scratch --tokens N   one arm of the study
     pvs downstream --tier cpu --run DIR [--limit N]            the eight zero-shot tasks through lm-eval
-    pvs study    --tier cpu [--experiment NAME] [--figures-only] the experiments as papermill notebooks
+    pvs study    --tier cpu [--experiment NAME] [--figures-only] [--no-notebooks] the experiments as notebooks
     pvs shapes   --tier cpu [--search]      target-shape table of the parent at ratios 0.5-0.8
     pvs check-accelerate configs/accelerate/ddp_1node.yaml --num_processes 8
     pvs plan     --tier paper               every run of the study with steps, tokens, FLOPs, GPU-hours
@@ -193,7 +193,7 @@ def cmd_downstream(args) -> None:
 
 
 def cmd_study(args) -> None:
-    from pvs.notebooks import run_study
+    from pvs.notebooks import run_plain, run_study
     from pvs.prune.registry import parse_variant
     cfg = resolve_config(args)
     s = cfg.study
@@ -203,7 +203,8 @@ def cmd_study(args) -> None:
                 parse_variant(v)
             except PvsError as e:
                 raise PvsError(f"study.{field}: {e}") from None
-    run_study(cfg, args.tier, experiments=args.experiment or None, figures_only=args.figures_only)
+    run = run_plain if args.no_notebooks else run_study
+    run(cfg, args.tier, experiments=args.experiment or None, figures_only=args.figures_only)
 
 
 def cmd_shapes(args) -> None:
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "study":
             p.add_argument("--experiment", action="append", default=[], help="run only this experiment (repeatable)")
             p.add_argument("--figures-only", action="store_true", help="re-render tables and figures from metrics")
+            p.add_argument("--no-notebooks", action="store_true",
+                           help="the same runs, records and figures without papermill (no report.ipynb)")
         if name == "check-accelerate":
             p.add_argument("file", help="an accelerate config, e.g. configs/accelerate/ddp_1node.yaml")
             p.add_argument("--num_processes", type=int, default=None, help="as passed to accelerate launch")

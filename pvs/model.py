@@ -100,3 +100,12 @@ def param_counts(model: torch.nn.Module) -> dict[str, int]:
         if id(p) in emb_ids:
             emb += p.numel()
     return {"total": total, "non_embedding": total - emb, "nonzero": nonzero}
+
+
+def model_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """``flops_per_token`` of a built model, read from its modules, so per-layer widths (FLAP) count too:
+    6 x (non-embedding parameters + the output head) + 12 x T x the query width summed over layers. Dense
+    FLOPs: a sparse model's zeros are counted (no kernel here skips them)."""
+    head = model.get_output_embeddings().weight.numel()
+    query_width = sum(layer.self_attn.q_proj.out_features for layer in model.model.layers)
+    return 6.0 * (param_counts(model)["non_embedding"] + head) + 12.0 * query_width * seq_len

@@ -3,11 +3,17 @@ final notebook that renders every table and figure from the cached metrics.
 
     run_study(cfg, "cpu")                           # all experiments of the tier, then the figures
     run_study(cfg, "cpu", figures_only=True)        # re-render from figures/cpu/metrics/*.json only
+    run_plain(cfg, "cpu")                           # the same runs, records and figures without notebooks
 
 Executed notebooks are written to runs/<tier>/notebooks/ for inspection; the executed final notebook is
 also published as figures/<tier>/report.ipynb (claims, figures and tables inline), free of volatile
 metadata (times, kernel details, absolute paths), so re-rendering from the same records rewrites it
 byte for byte and it opens in any notebook viewer without running anything.
+
+``run_plain`` (`pvs study --no-notebooks`) runs the same experiments (pvs.study.run_experiment) and renders
+the same tables and figures (pvs.report.render_all) with no notebook: for a machine without jupyter or
+papermill, such as a GPU machine with only its preinstalled Python (bench/gpu_check.sh). The report notebook
+is then made here, from the records it wrote: `pvs study --figures-only`.
 """
 from __future__ import annotations
 
@@ -76,4 +82,27 @@ def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only
                                cwd=metrics_dir_for(tier).parent)
     publish_report(out_dir / FIGURES_NOTEBOOK, metrics_dir_for(tier).parent / "report.ipynb")
     print(f"   done in {times['figures']:.0f} s -> figures/{tier}/", flush=True)
+    return times
+
+
+def run_plain(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False) -> dict:
+    """``run_study`` without notebooks: each experiment's runs and metrics record, then every table and
+    figure of figures/<tier>/ except report.ipynb. Returns the wall time per stage."""
+    from pvs.report import render_all
+    from pvs.study import run_experiment
+    chosen = experiments or list(EXPERIMENTS)
+    for name in chosen:
+        check_experiment(name)
+    times = {}
+    if not figures_only:
+        for name in chosen:
+            print(f"== experiment {name}", flush=True)
+            t0 = time.time()
+            run_experiment(name, cfg)
+            times[name] = time.time() - t0
+            print(f"   done in {times[name]:.0f} s", flush=True)
+    t0 = time.time()
+    written = render_all(tier)
+    times["figures"] = time.time() - t0
+    print(f"== tables and figures: {len(written)} outputs in figures/{tier}/ ({times['figures']:.0f} s)", flush=True)
     return times

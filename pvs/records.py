@@ -82,7 +82,8 @@ def sha256_dir(path: str | Path, pattern: str = "*", n: int = 16) -> str:
 
 
 def code_version() -> dict:
-    """The git commit of the pvs checkout (and whether it had uncommitted changes)."""
+    """The git commit of the pvs checkout (and whether it had uncommitted changes). A copy without git (a
+    GPU machine gets the working tree, not .git) names the commit its sender put in $PVS_CODE_COMMIT."""
     def git(*args):
         try:
             return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
@@ -90,9 +91,11 @@ def code_version() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     from pvs import __version__
-    commit = git("rev-parse", "HEAD") or "unknown"
+    commit = git("rev-parse", "HEAD")
+    if not commit and os.environ.get("PVS_CODE_COMMIT"):
+        return {"pvs": __version__, "commit": os.environ["PVS_CODE_COMMIT"], "dirty": None, "copied": True}
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "pvs"))
-    return {"pvs": __version__, "commit": commit, "dirty": dirty}
+    return {"pvs": __version__, "commit": commit or "unknown", "dirty": dirty}
 
 
 PACKAGES = ("torch", "transformers", "lm_eval", "accelerate", "numpy", "tokenizers", "safetensors", "datasets")

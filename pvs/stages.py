@@ -61,12 +61,17 @@ def dclm_chars_needed(cfg: RunConfig) -> tuple[int, int]:
 
 
 def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
-    """Corpus splits, tokenizer and token shards for ``cfg.data`` (built once, then reused)."""
+    """Corpus splits, tokenizer and token shards for ``cfg.data`` (built once, then reused). A complete tokens
+    folder is enough without its corpus (``pvs.tokens.carried_shards``: shards copied to a GPU machine)."""
     from pvs.corpus import build_corpus
     from pvs.parents import tokenizer_source
-    from pvs.tokens import prepare_shards, prepare_tokenizer
+    from pvs.tokens import carried_shards, prepare_shards, prepare_tokenizer
 
-    corpus = corpus_dir(cfg, cache)
+    corpus, tok_dir = corpus_dir(cfg, cache), tokens_dir(cfg, cache)
+    shards = carried_shards(tok_dir) if cfg.data.tokenizer == "bpe" else None
+    if shards is not None and not (corpus / "manifest.json").is_file():
+        tok = prepare_tokenizer(corpus, cfg.data, tok_dir)  # the folder's own trained tokenizer
+        return DataHandle(corpus, tok_dir, tok, shards)
     if cfg.data.source == "dclm":
         need, chars = dclm_chars_needed(cfg)
         try:
@@ -77,7 +82,6 @@ def prepare_data(cfg: RunConfig, cache: Path | None = None) -> DataHandle:
                            f"{cfg.budget.retrain_tokens / 1e9:.2f}B of retraining text): {e}") from None
     else:
         build_corpus(corpus, cfg.data)
-    tok_dir = tokens_dir(cfg, cache)
     tok = prepare_tokenizer(corpus, cfg.data, tok_dir, pretrained=tokenizer_source(cfg.data.tokenizer))
     shards = prepare_shards(corpus, tok, tok_dir)
     return DataHandle(corpus, tok_dir, tok, shards)

@@ -113,7 +113,25 @@ def prepare_shards(corpus_dir: str | Path, tok, tok_dir: str | Path) -> dict[str
                 "split": split, "source": source, "tokens": int(ids.size), "dtype": str(ids.dtype),
                 "sha256": sha256_file(path)})
         paths[name] = path
+    if not (tok_dir / SHARDS_MANIFEST).is_file():  # written last: the folder is complete without its corpus
+        atomic_write_json(tok_dir / SHARDS_MANIFEST, {"shards": sorted(paths)})
     return paths
+
+
+SHARDS_MANIFEST = "shards.json"
+"""Names of a tokens folder's shards, written once all exist: with it and the tokenizer, the folder alone is
+the study's data (a GPU machine gets the shards copied, not the corpus; ``carried_shards``)."""
+
+
+def carried_shards(tok_dir: str | Path) -> dict[str, Path] | None:
+    """The shards of a complete tokens folder (its manifest, every shard and its .json present), else None."""
+    tok_dir = Path(tok_dir)
+    manifest = tok_dir / SHARDS_MANIFEST
+    if not (manifest.is_file() and (tok_dir / "tokenizer.json").is_file()):
+        return None
+    paths = {name: tok_dir / f"{name}.bin" for name in json.loads(manifest.read_text())["shards"]}
+    complete = all(p.is_file() and p.with_suffix(".json").is_file() for p in paths.values())
+    return paths if complete else None
 
 
 class TokenStream:

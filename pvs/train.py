@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pvs.checkpoint import save_model
 from pvs.config import TrainConfig, to_dict
 from pvs.errors import check
+from pvs.model import model_flops_per_token
 from pvs.records import code_version, dir_lock, read_json, write_record
 from pvs.tokens import TokenStream
 
@@ -296,6 +297,7 @@ def _finish(s: Session, out_dir: Path, tokens, masks, desc, extra_record, tokeni
             "train_config": to_dict(s.cfg), "precision": s.precision, "processes": acc.num_processes,
             "final_loss": loss_val, "wall_s": round(wall, 1), "resumed_from_step": s.start_step,
             "sparse": bool(masks), "code": s.code_segments[-1], "code_segments": s.code_segments,
+            "model_flops_per_token": model_flops_per_token(model, s.cfg.seq_len),  # MFU of a grid (bench/)
             **(extra_record or {}),
         }
         write_record(out_dir / "train.json", record)

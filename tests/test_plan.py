@@ -137,3 +137,20 @@ def test_cpu_tier_keeps_the_papers_regime():
     bad = apply_overrides(cfg, ["budget.pretrain_tokens=400000", "budget.retrain_tokens=200000"])
     found = regime.problems(bad)
     assert any("tokens per non-embedding parameter" in p for p in found) and any("P:N is 2.00" in p for p in found)
+
+
+def test_a_built_models_flops_per_token_are_counted_from_its_modules():
+    """pvs.model.model_flops_per_token (what train.json records) equals the shape formula for a uniform model
+    and counts each layer's own widths for a per-layer-width (FLAP) model; both by hand here."""
+    from pvs.hetero import PvsLlamaConfig, PvsLlamaForCausalLM
+    from pvs.model import ModelShape, build_model, model_flops_per_token
+    from pvs.shape import flops_per_token
+    shape = ModelShape(n_layers=2, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64, vocab=97)
+    per_layer = 32 * 8 * (2 * 4 + 2 * 2) + 3 * 32 * 64 + 2 * 32       # q,o + k,v; SwiGLU; two norms
+    by_hand = 6 * (2 * per_layer + 32 + 97 * 32) + 12 * 2 * 4 * 8 * 256  # + final norm, head; 12 L H Q T
+    assert model_flops_per_token(build_model(shape), 256) == flops_per_token(shape, 256) == by_hand
+    cfg = PvsLlamaConfig(hidden_size=64, num_hidden_layers=2, head_dim=8, vocab_size=256, tie_word_embeddings=False,
+                         layer_num_heads=[8, 4], layer_num_kv_heads=[2, 1], layer_intermediate_size=[128, 96])
+    layers = [64 * 8 * (2 * 8 + 2 * 2) + 3 * 64 * 128 + 2 * 64, 64 * 8 * (2 * 4 + 2 * 1) + 3 * 64 * 96 + 2 * 64]
+    by_hand = 6 * (sum(layers) + 64 + 256 * 64) + 12 * (8 + 4) * 8 * 100
+    assert model_flops_per_token(PvsLlamaForCausalLM(cfg), 100) == by_hand

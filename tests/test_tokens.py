@@ -130,3 +130,22 @@ def test_id_width_follows_the_vocabulary_size(tmp_path, size, dtype):
         assert paths[split].stat().st_size == len(expected) * np.dtype(dtype).itemsize
         assert TokenStream(paths[split]).ids.tolist() == expected
         assert max(expected) == size - 1
+
+
+def test_a_tokens_folder_without_its_corpus_is_the_data(tmp_path, smoke_cache, monkeypatch):
+    """What a GPU machine gets: the tokens folder copied alone. prepare_data returns the same shards and
+    tokenizer from it, builds no corpus; a folder missing a shard is not taken as complete."""
+    import shutil
+    from pvs import stages, tiers
+    from pvs.tokens import SHARDS_MANIFEST, carried_shards
+    cfg = tiers.get("smoke")
+    full = stages.prepare_data(cfg, smoke_cache)
+    cache = tmp_path / "cache"
+    shutil.copytree(full.tok_dir, stages.tokens_dir(cfg, cache))
+    alone = stages.prepare_data(cfg, cache)
+    assert not stages.corpus_dir(cfg, cache).exists()
+    assert {k: p.name for k, p in alone.shards.items()} == {k: p.name for k, p in full.shards.items()}
+    assert alone.tokenizer.get_vocab() == full.tokenizer.get_vocab()
+    (stages.tokens_dir(cfg, cache) / "calib.bin").unlink()
+    assert carried_shards(stages.tokens_dir(cfg, cache)) is None
+    assert (stages.tokens_dir(cfg, cache) / SHARDS_MANIFEST).is_file()
