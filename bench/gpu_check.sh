@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU window: the miniature's full grid (configs/gpu_window.yaml: every method, the paper's five budgets,
 # the ratio sweep with S_{P+N}, five seeds for every arm) on one GPU within 8 minutes, then the gpu tier's
-# training throughput; everything it writes goes under $OUT.
+# training throughput and whether training an arm's seeds as one batched model pays (bench/bench_seeds.py);
+# everything it writes goes under $OUT.
 #
 # Here, once per checkout: build the cpu tier's token shards and print the folder the device call carries
 #   bash bench/gpu_check.sh --prepare
@@ -44,13 +45,13 @@ if [ -n "${WINDOW_TEST:-}" ]; then  # this CPU: the venv's python, a grid of sec
           --set "study.seeds=[0,1]" --set "study.headline_seeds=[0,1]" --set study.workers=2
           --set budget.pretrain_tokens=20480 --set budget.retrain_tokens=5120 --set train.threads=1)
     EXPERIMENTS=(--experiment equal_tokens --experiment ratio_sweep)
-    GRID_LIMIT=600; PROBE=(--tier smoke --threads 1 --steps 5)
+    GRID_LIMIT=600; PROBE=(--tier smoke --threads 1 --steps 5); SEEDS=(--tier smoke --seeds 2 --threads 1 --steps 2)
 else
     PY="${PY:-python3}"
     TIER=cpu
     ARGS=(--tier cpu --config configs/gpu_window.yaml)
     EXPERIMENTS=()
-    GRID_LIMIT=480; PROBE=(--tier gpu --threads 4 --steps 30)
+    GRID_LIMIT=480; PROBE=(--tier gpu --threads 4 --steps 30); SEEDS=(--tier cpu --seeds 5 --threads 4 --steps 20)
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || die "torch sees no CUDA GPU"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
@@ -75,6 +76,10 @@ echo "== training throughput at the gpu tier's shape (SmolLM2-135M): bench/bench
 probe_status=0
 timeout 120 "$PY" bench/bench_train.py "${PROBE[@]}" > "$WORK/probe.txt" 2>&1 || probe_status=$?
 cat "$WORK/probe.txt"
+
+echo "== the seeds of an arm as one batched model vs one by one, at the miniature's shape: bench/bench_seeds.py ${SEEDS[*]}"
+# (a "batching rule" warning names an operator vmap runs seed by seed: the batched time then undersells the idea)
+timeout 120 "$PY" bench/bench_seeds.py "${SEEDS[@]}" 2>&1 || echo "gpu_check.sh: bench_seeds.py failed or ran past 120 s"
 
 "$PY" bench/window_summary.py --runs "$PVS_RUNS/$TIER" --wall "$grid_s" --status "$status" \
     --probe "$WORK/probe.txt" ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"} | tee "$OUT/summary.txt"

@@ -46,3 +46,4 @@ def test_the_window_runs_on_the_preinstalled_stack_from_carried_shards(tmp_path,
     assert {("sparsegpt-2:4", "scratch", 1), ("minitron-depth", "pruned", 0)} <= ran
     assert all(r["model_flops_per_token"] > 0 for r in records)
     assert any(n.endswith(".png") for n in names)  # the figures, rendered without a notebook
+    assert "batched:" in log and "gradient, batched vs separate" in log  # the seeds benchmark ran
