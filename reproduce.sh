@@ -48,10 +48,8 @@ else
     stage "data: corpus splits, tokenizer, token shards";  "$PVS" data     --tier "$TIER" "${ARGS[@]}"
     stage "pretrain: the parent on P tokens";             "$PVS" pretrain --tier "$TIER" "${ARGS[@]}"
     stage "baselines: unigram and bigram loss of the held-out text"; "$PVS" baseline --tier "$TIER" "${ARGS[@]}"
-    if [ ! -f "pvs/prune/shapes/$TIER-parent.json" ]; then
-        stage "shapes: target shapes of the parent at ratios 0.5-0.8 (calibration-loss search)"
-        "$PVS" shapes --tier "$TIER" --search "${ARGS[@]}"
-    fi
+    stage "shapes: target shapes of the parent at ratios 0.5-0.8 (calibration-loss search, unless a table exists)"
+    "$PVS" shapes --tier "$TIER" --search --if-missing "${ARGS[@]}"
     stage "study: the experiment notebooks, then the figures"
     "$PVS" study --tier "$TIER" "${STUDY[@]}" "${ARGS[@]}"
 fi

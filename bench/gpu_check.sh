@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU window: the miniature's full grid (configs/gpu_window.yaml: every method, the paper's five budgets,
-# the ratio sweep with S_{P+N}, five seeds for every arm) on one GPU within 8 minutes, then the gpu tier's
-# training throughput and whether training an arm's seeds as one batched model pays (bench/bench_seeds.py);
-# everything it writes goes under $OUT.
+# the ratio sweep with S_{P+N}, five seeds for every arm) on one GPU within 8 minutes, after two short benchmarks:
+# whether training an arm's seeds as one batched model pays (bench/bench_seeds.py) and the gpu tier's training
+# throughput; all in one device command (under 10 minutes), everything it writes under $OUT.
 #
 # Here, once per checkout: build the cpu tier's token shards and print the folder the device call carries
 #   bash bench/gpu_check.sh --prepare
@@ -65,21 +65,24 @@ gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU
 print(f"gpu_check.sh: python {platform.python_version()}, torch {torch.__version__}, GPU {gpu}")
 EOF
 
+# the two benchmarks first (40 s each at most), then the grid: the whole script stays inside one device
+# command's 10 minutes
 start=$(date +%s)
-echo "== the grid: pvs study ${ARGS[*]} ${EXPERIMENTS[*]} --no-notebooks (limit $GRID_LIMIT s)"
-status=0
-timeout "$GRID_LIMIT" "$PY" -m pvs.cli study "${ARGS[@]}" "${EXPERIMENTS[@]}" --no-notebooks || status=$?
-grid_s=$(( $(date +%s) - start ))
-[ "$status" -eq 0 ] || echo "gpu_check.sh: the grid stopped with status $status after $grid_s s (124: the time limit)"
+echo "== the seeds of an arm as one batched model vs one by one, at the miniature's shape: bench/bench_seeds.py ${SEEDS[*]}"
+# (a "batching rule" warning names an operator vmap runs seed by seed: the batched time then undersells the idea)
+timeout 40 "$PY" bench/bench_seeds.py "${SEEDS[@]}" 2>&1 || echo "gpu_check.sh: bench_seeds.py failed or ran past 40 s"
 
 echo "== training throughput at the gpu tier's shape (SmolLM2-135M): bench/bench_train.py ${PROBE[*]}"
 probe_status=0
-timeout 120 "$PY" bench/bench_train.py "${PROBE[@]}" > "$WORK/probe.txt" 2>&1 || probe_status=$?
+timeout 40 "$PY" bench/bench_train.py "${PROBE[@]}" > "$WORK/probe.txt" 2>&1 || probe_status=$?
 cat "$WORK/probe.txt"
 
-echo "== the seeds of an arm as one batched model vs one by one, at the miniature's shape: bench/bench_seeds.py ${SEEDS[*]}"
-# (a "batching rule" warning names an operator vmap runs seed by seed: the batched time then undersells the idea)
-timeout 120 "$PY" bench/bench_seeds.py "${SEEDS[@]}" 2>&1 || echo "gpu_check.sh: bench_seeds.py failed or ran past 120 s"
+grid_start=$(date +%s)
+echo "== the grid: pvs study ${ARGS[*]} ${EXPERIMENTS[*]} --no-notebooks (limit $GRID_LIMIT s)"
+status=0
+timeout "$GRID_LIMIT" "$PY" -m pvs.cli study "${ARGS[@]}" "${EXPERIMENTS[@]}" --no-notebooks || status=$?
+grid_s=$(( $(date +%s) - grid_start ))
+[ "$status" -eq 0 ] || echo "gpu_check.sh: the grid stopped with status $status after $grid_s s (124: the time limit)"
 
 "$PY" bench/window_summary.py --runs "$PVS_RUNS/$TIER" --wall "$grid_s" --status "$status" \
     --probe "$WORK/probe.txt" ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"} | tee "$OUT/summary.txt"

@@ -211,15 +211,19 @@ def cmd_shapes(args) -> None:
     from pvs import study
     from pvs.model import shape_of
     from pvs.prune.shape_search import build_table
-    from pvs.prune.shapes import table_name
+    from pvs.paths import display
+    from pvs.prune.shapes import find_table, table_name, table_path
     from pvs.stages import prepare_data
     cfg = resolve_config(args)
     if args.parent:
         from pvs.config import merge
         cfg = merge(cfg, {"study": {"parent": args.parent}})
+    name = table_name(cfg)
+    if args.if_missing and find_table(name).is_file():
+        print(f"shape table {name}: {display(find_table(name))} (kept; without --if-missing it is rewritten)")
+        return
     data = prepare_data(cfg)
     model = study.load_parent_model(cfg, data)
-    name = table_name(cfg)
     if args.search:  # calibration-loss criterion: one-shot prune each candidate, keep the lowest loss
         table = build_table(name, shape_of(model), model, study.calib_tokens(cfg, data))
     else:
@@ -229,7 +233,7 @@ def cmd_shapes(args) -> None:
         print(f"{e['kind']:5s} ratio {e['ratio']}: layers {sh['n_layers']:3d} hidden {sh['hidden']:5d} heads "
               f"{sh['n_heads']}/{sh['n_kv_heads']} ffn {sh['ffn']:6d} -> achieved {e['achieved_ratio']:.3f} "
               f"({e['criterion']}, {e['n_candidates']} candidates)")
-    print(f"written: pvs/prune/shapes/{name}.json")
+    print(f"written: {display(table_path(name, None))} (read before the table shipped in pvs/prune/shapes/)")
 
 
 def cmd_tasks(args) -> None:
@@ -283,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "shapes":
             p.add_argument("--parent", default=None, help="a released parent (default: the tier's own)")
             p.add_argument("--search", action="store_true", help="choose by calibration loss (needs forward passes)")
+            p.add_argument("--if-missing", action="store_true",
+                           help="keep a table that exists (the user's or the shipped one); write one otherwise")
         if name == "prune":
             p.add_argument("--parent", default=None, help="a released parent (smollm2-135m), a model dir or a hub id")
             p.add_argument("--out", default=None, help="output directory (default: runs/<tier>/pruned/...)")

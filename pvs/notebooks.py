@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pvs.errors import PvsError
-from pvs.records import REPO_ROOT
+from pvs.paths import REPO_ROOT
 from pvs.experiments import EXPERIMENTS, FIGURES_NOTEBOOK, NOTEBOOKS, check_experiment
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"

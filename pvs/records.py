@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pvs.errors import PvsError, check
+from pvs.paths import REPO_ROOT
 
-from pvs.paths import REPO_ROOT  # noqa: F401  (re-exported: older imports take it from here)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -1,7 +1,7 @@
 """Named scales of the whole study: the same experiments from a test-sized run to the paper's budgets.
 
     smoke  tests and CI: a 4-layer parent on a slice of the offline corpus; seconds per run
-    cpu    the default `bash reproduce.sh` on a 2-core machine (about an hour for the study)
+    cpu    the default `bash reproduce.sh` on a 2-core machine (51 min on one such machine, ~2 h on another)
     gpu    one GPU for hours (an H200-class card); still offline by default
     paper  the paper itself: Llama-3.1-8B shapes, DCLM, 512 x 8192-token batches, P=200B, N=50B
 
@@ -41,7 +41,7 @@ def _cpu() -> RunConfig:
     # tokens per non-embedding parameter (paper ~29), P:N = 4:1, budgets are the paper's fractions of P,
     # ratios 0.5-0.8 give four distinct shapes (10 layers), the paper's recipe. The size follows from a
     # pilot on this 2-core machine (README): a 92k-parameter parent on P = 2M tokens beats the bigram fitted
-    # on the same tokens, and the whole default grid (3 seeds for every arm of a claim) fits about an hour.
+    # on the same tokens, and the whole default grid (3 seeds for every arm of a claim) took 51 min there (README).
     # A 2,048-token vocabulary keeps the embedding, which does not shrink with the model, from dominating.
     return RunConfig(
         tier="cpu",

@@ -248,6 +248,29 @@ def test_build_table_keeps_named_entries_when_it_rewrites_a_table(tmp_path):
                    "allowed: pvs")
 
 
+def test_tables_are_written_beside_the_data_cache_and_read_before_the_shipped_ones(tmp_path, monkeypatch):
+    """build_table (and so `pvs shapes`) writes $PVS_CACHE/shapes/<parent>.json, never the package's table; a
+    written table is read before the shipped one and keeps the shipped table's named entries."""
+    from pvs.prune.shapes import TABLE_DIR, find_table, user_table_dir
+    monkeypatch.setenv("PVS_CACHE", str(tmp_path))
+    shipped = (TABLE_DIR / "llama3.1-8b.json").read_bytes()
+    assert find_table("llama3.1-8b") == TABLE_DIR / "llama3.1-8b.json"
+    mine = dataclasses.replace(LLAMA_8B, ffn=12288)  # another parent of the same name
+    build_table("llama3.1-8b", mine, ratios=(0.5,), kinds=("depth",))
+    assert user_table_dir() == tmp_path / "shapes" and find_table("llama3.1-8b") == tmp_path / "shapes" / "llama3.1-8b.json"
+    assert (TABLE_DIR / "llama3.1-8b.json").read_bytes() == shipped
+    one_line_error(lambda: table_shape("llama3.1-8b", 0.5, "width"), "no width entry")  # the user's table answers
+    build_table("llama3.1-8b", LLAMA_8B, ratios=(0.5,))  # the shipped parent shape again: its named entries kept
+    assert table_shape("llama3.1-8b", 0.5, "width", entry="authors").hidden == 3072
+
+
+def test_shapes_if_missing_keeps_an_existing_table(tmp_path, monkeypatch, capsys):
+    from pvs.cli import main
+    monkeypatch.setenv("PVS_CACHE", str(tmp_path))
+    assert main(["shapes", "--tier", "cpu", "--if-missing"]) == 0  # the shipped table: no data, no parent needed
+    assert "cpu-parent" in capsys.readouterr().out and not (tmp_path / "shapes").exists()
+
+
 # the same settings reached from a study's config ---------------------------------------------------------
 def test_study_config_reaches_the_method_options_and_the_named_shape(monkeypatch, tmp_path):
     """--set study.method_options.flap.unit=head reaches FLAP and keys its pruned run apart; study.shape_entry

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from pvs.errors import check
-from pvs.model import ModelShape, flops_per_token, param_counts
+from pvs.model import param_counts
+from pvs.shape import ModelShape, flops_per_token
 from pvs.prune.calib import check_calib
 from pvs.prune.registry import (MINITRON_CALIBRATION, PruneResult, check_batch_size, check_options, check_ratio,
                                 register)

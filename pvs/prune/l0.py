@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pvs.errors import check
-from pvs.model import ModelShape
+from pvs.shape import ModelShape
 
 BETA = 2.0 / 3.0
 """Temperature of the binary-concrete relaxation."""

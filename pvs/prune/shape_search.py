@@ -11,11 +11,12 @@ read their targets from pvs.prune.shapes.
 from __future__ import annotations
 
 from pvs.errors import check
-from pvs.model import ModelShape, shape_of, shape_param_counts
+from pvs.model import shape_of
+from pvs.shape import ModelShape, shape_param_counts
 from pvs.prune.depth import calibration_loss, minitron_depth_scores
 from pvs.prune.shapes import (DEFAULT_TOLERANCE, KINDS, LOSS_CRITERION, PARAMS_CRITERION, RATIOS, check_kind,
-                              table_entry, jsonable, named_entries, table_path, candidate_shapes, non_embedding,
-                              shape_dict, target_shape)
+                              TABLE_DIR, table_entry, jsonable, named_entries, table_path, candidate_shapes,
+                              non_embedding, shape_dict, target_shape)
 from pvs.prune.width import activation_importance, prune_to_shape
 from pvs.records import atomic_write_json
 
@@ -67,7 +68,9 @@ def build_table(parent_name: str, parent: ModelShape, model=None, calib=None, ra
                 tolerance: float = DEFAULT_TOLERANCE, prune_heads: bool = False, table_dir=None,
                 write: bool = True, **search_options) -> dict:
     """The target-shape table of one parent: parameter-count rule without ``model``; calibration-loss search
-    (``search_shape``) with ``model`` and ``calib``. Written to ``<table_dir>/<parent_name>.json``."""
+    (``search_shape``) with ``model`` and ``calib``. Written to ``<table_dir>/<parent_name>.json``, by default
+    in the user's table folder (pvs.prune.shapes.user_table_dir), keeping the named entries (e.g. the authors'
+    shape) of the table it replaces, or else of the shipped table, if made for the same parent shape."""
     check((model is None) == (calib is None), "build_table needs both model and calib for the loss criterion, "
                                               "or neither for the parameter-count criterion")
     path = table_path(parent_name, table_dir)
@@ -93,7 +96,9 @@ def build_table(parent_name: str, parent: ModelShape, model=None, calib=None, ra
              "criterion": PARAMS_CRITERION if model is None else LOSS_CRITERION,
              "prune_heads": prune_heads, "generated_by": "pvs.prune.shape_search.build_table", "entries": entries}
     if write:
-        table["entries"] += named_entries(path, table["parent_shape"])
+        # named entries of the table replaced, or of the shipped one, whichever was made for this parent shape
+        sources = [path] if table_dir else [path, table_path(parent_name, TABLE_DIR)]
+        table["entries"] += next((n for n in (named_entries(p, table["parent_shape"]) for p in sources) if n), [])
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, table)
     return table

@@ -25,10 +25,14 @@ Choosing among candidates:
   candidate cut from it), minitron-depth for depth. This is pvs's stand-in for the paper's architecture
   search tables ``tab:nas-*``, whose contents and criterion are not available to us.
 
-``build_table`` (pvs.prune.shape_search, with ``search_shape``) writes ``pvs/prune/shapes/<parent>.json`` (ratios 0.5-0.8, depth and width: chosen shape,
-parameter counts, achieved ratio, criterion); ``table_shape(parent, ratio, kind)`` reads it back. The CLI verb
-that fills a tier's table is ``pvs shapes --tier TIER [--parent PARENT] [--search]`` (``fill_command``); a
-table or ratio that is missing is a PvsError naming the table and that command, never a silent fallback.
+``build_table`` (pvs.prune.shape_search, with ``search_shape``) writes ``<cache>/shapes/<parent>.json``
+(``user_table_dir()``: data/cache/shapes or $PVS_CACHE/shapes; ratios 0.5-0.8, depth and width: chosen shape,
+parameter counts, achieved ratio, criterion); ``table_shape(parent, ratio, kind)`` reads it back, from that
+folder if it holds the table, else from the tables shipped in ``pvs/prune/shapes/`` (``TABLE_DIR``; the ones
+the committed results used, rewritten only by passing ``table_dir=TABLE_DIR``). So a user's table never
+edits the installed package. The CLI verb that fills a tier's table is ``pvs shapes --tier TIER [--parent
+PARENT] [--search]`` (``fill_command``); a table or ratio that is missing is a PvsError naming the table and
+that command, never a silent fallback.
 
 Named entries. A table may hold more than one entry per (kind, ratio), told apart by ``"name"``; an entry
 without a name is pvs's own, named ``"pvs"`` (``DEFAULT_ENTRY``), and is what ``table_shape`` returns unless
@@ -194,10 +198,25 @@ def jsonable(e: dict) -> dict:
     return {k: (shape_dict(v) if isinstance(v, ModelShape) else v) for k, v in e.items()}
 
 
+def user_table_dir() -> Path:
+    """Where ``pvs shapes`` and build_table write tables: beside the data cache, not in the package."""
+    from pvs.paths import cache_root
+    return cache_root() / "shapes"
+
+
 def table_path(parent_name: str, table_dir: str | Path | None) -> Path:
+    """The table of ``parent_name`` in ``table_dir`` (default: the user's folder, where tables are written)."""
     check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", parent_name or "")),
           f"parent name {parent_name!r} must be letters, digits, '.', '_' or '-' (it names a file)")
-    return Path(table_dir or TABLE_DIR) / f"{parent_name}.json"
+    return Path(table_dir or user_table_dir()) / f"{parent_name}.json"
+
+
+def find_table(parent_name: str, table_dir: str | Path | None = None) -> Path:
+    """The table a lookup reads: ``table_dir``'s if given, else the user's if written, else the shipped one."""
+    if table_dir:
+        return table_path(parent_name, table_dir)
+    user = table_path(parent_name, None)
+    return user if user.is_file() else table_path(parent_name, TABLE_DIR)
 
 
 def entry_name(entry: dict) -> str:
@@ -231,8 +250,9 @@ def table_shape(parent_name: str, ratio: float, kind: str, table_dir=None, entry
     ``entry`` (e.g. ``"authors"``). PvsError naming the table and the command that fills it if the table or
     the ratio is missing, and listing the names that exist if ``entry`` is unknown."""
     check_kind(kind)
-    path = table_path(parent_name, table_dir)
-    known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
+    path = find_table(parent_name, table_dir)
+    folders = [Path(table_dir)] if table_dir else [user_table_dir(), TABLE_DIR]
+    known = sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.json")})
     check(path.is_file(), f"no shape table for parent {parent_name!r} ({path}); known: {', '.join(known) or '(none)'}; "
                           f"write it with: {fill_command(parent_name)}")
     entries = [e for e in read_json(path)["entries"] if e["kind"] == kind]

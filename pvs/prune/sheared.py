@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from pvs.errors import PvsError, check
-from pvs.model import ModelShape, flops_per_token, param_counts, shape_of, shape_param_counts
+from pvs.model import param_counts, shape_of
+from pvs.shape import ModelShape, flops_per_token, shape_param_counts
 from pvs.prune.l0 import MODULES, L0Masks
 from pvs.prune.registry import BudgetTooSmall, Calibration, PruneResult, check_ratio, get_method, register
 from pvs.prune.shapes import check_reachable, study_width_target

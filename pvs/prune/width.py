@@ -27,7 +27,8 @@ import dataclasses
 import torch
 
 from pvs.errors import check
-from pvs.model import ModelShape, param_counts, shape_of
+from pvs.model import param_counts, shape_of
+from pvs.shape import ModelShape
 from pvs.prune.calib import check_calib, forward_with_hooks
 from pvs.prune.registry import (MINITRON_CALIBRATION, PruneResult, check_batch_size, check_options, check_ratio,
                                 register)
