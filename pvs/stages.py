@@ -146,9 +146,11 @@ def evaluate(cfg: RunConfig, run_dir: Path, data: DataHandle, overwrite: bool = 
     path = Path(run_dir) / f"eval-{config_hash(key)}.json"
     if path.is_file() and not overwrite:
         return read_json(path)
+    import torch
     code = code_version()
-    result = evaluate_heldout(load_model(model_dir, "model"), data.shards, cfg.eval)
-    result.update(code=code, key=key, eval_config=to_dict(cfg.eval))
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU machine evaluates where it trains (fp32)
+    result = evaluate_heldout(load_model(model_dir, "model").to(device), data.shards, cfg.eval)
+    result.update(code=code, key=key, eval_config=to_dict(cfg.eval), device=device)
     return write_record(path, result, overwrite=overwrite)
 
 
