@@ -33,22 +33,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def byte_tokenizer():
-    """One token per byte plus <eos>, so a tiny random model needs no downloaded tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab["<eos>"] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
-
-
 def load_model(spec: str):
     if spec == "tiny":
         from pvs.model import ModelShape, build_model
+        from pvs.tokens import byte_tokenizer
         tok = byte_tokenizer()
         shape = ModelShape(n_layers=4, hidden=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn=384, vocab=len(tok))
         return build_model(shape, seed=0), tok

@@ -75,6 +75,20 @@ def prepare_tokenizer(corpus_dir: str | Path, data_cfg, tok_dir: str | Path, pre
     return PreTrainedTokenizerFast.from_pretrained(tok_dir)
 
 
+def byte_tokenizer():
+    """A tokenizer that needs no training and no download: one token per byte (256) plus ``<eos>``, small
+    enough for a tiny model (tests and benchmarks use it with random-weight models)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab["<eos>"] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
+
+
 def _encode_docs(texts, tok) -> np.ndarray:
     eot = tok.eos_token_id
     check(eot is not None, "tokenizer has no end-of-text (eos) token; pvs joins documents with it")

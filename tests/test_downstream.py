@@ -11,14 +11,13 @@ import datasets
 import pytest
 import torch
 from lm_eval.api.model import LM
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from pvs.downstream import ALL8, evaluate_downstream, subset_indices
 from pvs.errors import PvsError
 from pvs.model import ModelShape, build_model
 from pvs.records import sha256_file
 from pvs.tasks import PAPER_TASKS, TASKS, prepare_tasks
+from pvs.tokens import byte_tokenizer
 
 # the metric the paper reports per task (the authors' evaluation code; OBQA: acc_norm, see pvs.tasks), written
 # out here rather than read from pvs.tasks, so a changed choice there fails these tests
@@ -34,17 +33,6 @@ def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("pvs-cache")
     prepare_tasks(root / "tasks")
     return root
-
-
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per byte (256) plus <eos>: a real tokenizer small enough for a tiny model."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab["<eos>"] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
 
 
 def test_prepared_copies_match_the_published_validation_sets(cache):

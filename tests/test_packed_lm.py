@@ -8,7 +8,7 @@ pruned models (PvsLlamaForCausalLM) and any batch size.
 import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
-from test_downstream import byte_tokenizer
+from pvs.tokens import byte_tokenizer
 
 from pvs.downstream import evaluate_downstream
 from pvs.model import ModelShape, build_model
