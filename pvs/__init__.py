@@ -11,6 +11,7 @@ Layers, each importing only from those above it (tests/test_imports.py checks):
   train    train (the recipe, resumable)
   eval     perplexity (held-out loss), packed_lm, downstream (lm-eval)
   report   catchup, claims, regime, report, report_tables, report_figures, report_claims
-  top      stages (cached data / parent / eval stages), study (the experiments' arms), plan, notebooks, cli
+  top      stages (cached data / parent / eval stages), study (the experiments' arms), plan, walltime,
+           notebooks, cli
 """
 __version__ = "0.1.0"

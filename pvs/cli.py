@@ -10,7 +10,7 @@
     pvs study    --tier cpu [--experiment NAME] [--figures-only] [--no-notebooks] the experiments as notebooks
     pvs shapes   --tier cpu [--search]      target-shape table of the parent at ratios 0.5-0.8
     pvs check-accelerate configs/accelerate/ddp_1node.yaml --num_processes 8
-    pvs plan     --tier paper               every run of the study with steps, tokens, FLOPs, GPU-hours
+    pvs plan     --tier paper [--measure]   every run of the study with steps, tokens, FLOPs, GPU-hours
     pvs show     --tier cpu                 print the resolved config
 
 Every verb takes --tier NAME, --config FILE.yaml, --set section.field=value (repeatable), --runs DIR
@@ -253,8 +253,14 @@ def cmd_check_accelerate(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from pvs.plan import format_plan
-    print(format_plan(resolve_config(args), gpu=args.gpu, mfu=args.mfu, rounding=args.rounding))
+    from pvs.plan import format_plan, plan
+    cfg = resolve_config(args)
+    p = plan(cfg, gpu=args.gpu, mfu=args.mfu, rounding=args.rounding)
+    print(format_plan(cfg, gpu=args.gpu, mfu=args.mfu, rounding=args.rounding))
+    if args.measure:  # time a few steps of each shape here: the GPU-hours above assume an MFU, this measures
+        from pvs.walltime import estimate, format_estimate
+        print()
+        print(format_estimate(estimate(p, cfg)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation")
             p.add_argument("--rounding", choices=["exact", "authors"], default="exact",
                            help="token->step rounding: exact, or the authors' 4M tokens per step")
+            p.add_argument("--measure", action="store_true",
+                           help="time a few training steps of every shape here and estimate the wall time")
         if name == "eval":
             p.add_argument("--run", default=None, help="run directory holding model/ (default: the tier's parent)")
             p.add_argument("--overwrite", action="store_true", help="recompute an existing eval.json")

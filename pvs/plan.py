@@ -63,6 +63,8 @@ class Plan:
     totals: dict
     assumptions: dict
     warnings: list[str] = field(default_factory=list)
+    shapes: dict = field(default_factory=dict)
+    """run name -> the ModelShape it trains (pvs.walltime times a few steps of each on this machine)."""
 
 
 # ------------------------------------------------------------------ arithmetic
@@ -270,8 +272,7 @@ def plan(cfg: RunConfig, gpu: str = "H100", mfu: float = DEFAULT_MFU, rounding: 
                 (["shared by " + ", ".join(shared)] if len(shared) > 1 else [])
         row["note"] = "; ".join(x for x in [row["note"], *extra] if x)
         rows.append(row)
-    for row in rows:
-        row.pop("shape_obj", None)
+    shapes = {row["run"]: row.pop("shape_obj") for row in rows if "shape_obj" in row}
 
     for (split, tokens), runs in repeats.items():
         shown = ", ".join(runs[:3]) + (f", ... ({len(runs)} runs)" if len(runs) > 3 else "")
@@ -291,7 +292,7 @@ def plan(cfg: RunConfig, gpu: str = "H100", mfu: float = DEFAULT_MFU, rounding: 
     }
     if not released:
         warnings.append("released-parent comparison not planned (study.released_parent is empty)")
-    return Plan(rows, totals, assumptions, warnings)
+    return Plan(rows, totals, assumptions, warnings, shapes)
 
 
 def _prune_row(cfg: RunConfig, parent: ModelShape, variant: str, ratio: float, p: dict, peak: float,

@@ -20,7 +20,7 @@ LAYERS = [
     ("eval", {"pvs.perplexity", "pvs.packed_lm", "pvs.downstream"}),
     ("report", {"pvs.catchup", "pvs.claims", "pvs.regime", "pvs.report", "pvs.report_claims",
                 "pvs.report_figures", "pvs.report_tables"}),
-    ("orchestration", {"pvs.stages", "pvs.study", "pvs.plan", "pvs.notebooks", "pvs.cli"}),
+    ("orchestration", {"pvs.stages", "pvs.study", "pvs.plan", "pvs.walltime", "pvs.notebooks", "pvs.cli"}),
 ]
 
 

@@ -154,3 +154,32 @@ def test_a_built_models_flops_per_token_are_counted_from_its_modules():
     layers = [64 * 8 * (2 * 8 + 2 * 2) + 3 * 64 * 128 + 2 * 64, 64 * 8 * (2 * 4 + 2 * 1) + 3 * 64 * 96 + 2 * 64]
     by_hand = 6 * (sum(layers) + 64 + 256 * 64) + 12 * (8 + 4) * 8 * 100
     assert model_flops_per_token(PvsLlamaForCausalLM(cfg), 100) == by_hand
+
+
+def test_wall_time_estimate_prices_each_run_by_its_shapes_step_time(monkeypatch):
+    """pvs plan --measure: every training run costs its steps x the measured time per step of its shape; arms add
+    up per experiment over the workers, the parent alone; each (shape, threads) is timed once. The timing is
+    replaced by a known rate here (10 ms per layer per step), so the sums can be checked by hand."""
+    import pvs.walltime as W
+    timed = []
+
+    def fake(shape, cfg, threads, steps=W.TIMED_STEPS):
+        timed.append((shape.n_layers, shape.hidden, shape.ffn, threads))
+        return 0.01 * shape.n_layers
+
+    monkeypatch.setattr(W, "seconds_per_step", fake)
+    cfg = tiers.get("cpu")
+    p = plan(cfg)
+    est = W.estimate(p, cfg, workers=1)
+    assert len(timed) == len(set(timed)) == est["shapes_timed"]
+    train_rows = [r for r in p.rows if r["stage"] in ("pretrain", "retrain", "scratch")]
+    assert len(est["runs"]) == len(train_rows)
+    by_hand = {}
+    for r in train_rows:
+        seconds = r["steps"] * 0.01 * p.shapes[r["run"]].n_layers
+        key = "parent" if r["stage"] == "pretrain" else r["experiments"][0]
+        by_hand[key] = by_hand.get(key, 0.0) + seconds
+    assert est["parent_s"] == pytest.approx(by_hand.pop("parent"), rel=1e-12)
+    assert est["experiments_s"] == pytest.approx(by_hand, rel=1e-12)
+    assert est["total_s"] == pytest.approx(est["parent_s"] + sum(by_hand.values()), rel=1e-12)
+    assert "equal_tokens" in W.format_estimate(est)
