@@ -12,6 +12,8 @@
 # The same command line on this CPU, shrunk to seconds (smoke tier, two methods, two seeds), as the tests run it:
 #   WINDOW_TEST=1 OUT=/tmp/window bash bench/gpu_check.sh
 #
+# Runs and figures go to runs/gpu-window/ ($WINDOW_WORK), an ignored folder kept while the machine stays
+# warm, so a grid stopped by its time limit resumes when the command is run again at once.
 # $OUT receives log.txt (everything printed), summary.txt (the GPU, wall time per stage, runs, tokens, model
 # FLOPs and MFU against the bf16 dense peak; bench/window_summary.py) and window.tar.gz (figures/<tier>/: the
 # metrics records, figures, tables and claims; and every run's train.json). Back here, unpack it and render
@@ -56,8 +58,10 @@ else
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
        HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+# runs and figures in an ignored folder of the checkout, kept while the device machine stays warm: a grid stopped
+# by its time limit resumes when the same command is run again at once (finished runs are skipped)
+WORK="${WINDOW_WORK:-$ROOT/runs/gpu-window${WINDOW_TEST:+-test}}"
+mkdir -p "$WORK"
 export PVS_RUNS="$WORK/runs" PVS_FIGURES="$WORK/figures"
 "$PY" - <<'EOF'
 import platform, torch
@@ -84,7 +88,7 @@ timeout "$GRID_LIMIT" "$PY" -m pvs.cli study "${ARGS[@]}" "${EXPERIMENTS[@]}" --
 grid_s=$(( $(date +%s) - grid_start ))
 [ "$status" -eq 0 ] || echo "gpu_check.sh: the grid stopped with status $status after $grid_s s (124: the time limit)"
 
-"$PY" bench/window_summary.py --runs "$PVS_RUNS/$TIER" --wall "$grid_s" --status "$status" \
+"$PY" bench/window_summary.py --runs "$PVS_RUNS/$TIER" --wall "$grid_s" --since "$grid_start" --status "$status" \
     --probe "$WORK/probe.txt" ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"} | tee "$OUT/summary.txt"
 (cd "$WORK" && find runs -name train.json -print0 | tar -czf "$OUT/window.tar.gz" --null -T - \
     $( [ -d "figures/$TIER" ] && echo "figures/$TIER" ))

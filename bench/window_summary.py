@@ -32,11 +32,16 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, required=True, help="the tier's runs folder")
     ap.add_argument("--wall", type=float, required=True, help="the grid's wall time in seconds")
     ap.add_argument("--status", type=int, default=0, help="the grid's exit status")
+    ap.add_argument("--since", type=float, default=0.0,
+                    help="unix time the grid started: runs written before it (an earlier, resumed call) are "
+                         "counted apart, not in this call's FLOPs")
     ap.add_argument("--probe", type=Path, default=None, help="bench_train.py's output")
     ap.add_argument("--peak-tflops", type=float, default=None)
     args = ap.parse_args()
 
-    records = [json.loads(p.read_text()) for p in sorted(args.runs.rglob("train.json"))]
+    from datetime import datetime
+    every = [json.loads(p.read_text()) for p in sorted(args.runs.rglob("train.json"))]
+    records = [r for r in every if datetime.fromisoformat(r["written_at"]).timestamp() >= args.since]
     flops = tokens = steps = 0.0
     best = 0.0
     for r in records:
@@ -47,8 +52,9 @@ def main() -> None:
     name, peak = gpu_peak(args.peak_tflops)
     state = "finished" if args.status == 0 else f"STOPPED (status {args.status}; 124 = time limit)"
     print(f"GPU: {name}; bf16 dense peak: {f'{peak:g} TFLOP/s' if peak else 'unknown (--peak-tflops)'}")
-    print(f"grid: {state} in {args.wall:.0f} s: {len(records)} trained runs, {steps:,.0f} optimizer steps, "
-          f"{tokens:,.0f} tokens, {flops:.3g} model FLOPs")
+    earlier = f" (+ {len(every) - len(records)} trained by an earlier call)" if len(every) > len(records) else ""
+    print(f"grid: {state} in {args.wall:.0f} s: {len(records)} trained runs{earlier}, {steps:,.0f} optimizer "
+          f"steps, {tokens:,.0f} tokens, {flops:.3g} model FLOPs")
     rate = flops / max(args.wall, 1e-9)
     mfu = f" = MFU {100 * rate / (peak * 1e12):.3f}%" if peak else ""
     print(f"grid rate: {rate / 1e12:.3f} TFLOP/s over the wall time{mfu}; fastest single run "

@@ -27,6 +27,7 @@ def test_the_window_runs_on_the_preinstalled_stack_from_carried_shards(tmp_path,
                                             % (ABSENT_ON_THE_DEVICE,))
     out = tmp_path / "out"
     env = {**os.environ, "WINDOW_TEST": "1", "OUT": str(out), "PVS_CACHE": str(cache), "PYTHONPATH": str(block),
+           "WINDOW_WORK": str(tmp_path / "work"),
            "PY": str(ROOT / ".venv" / "bin" / "python")}
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], env=env, capture_output=True,
                           text=True, timeout=600)
@@ -47,3 +48,9 @@ def test_the_window_runs_on_the_preinstalled_stack_from_carried_shards(tmp_path,
     assert all(r["model_flops_per_token"] > 0 for r in records)
     assert any(n.endswith(".png") for n in names)  # the figures, rendered without a notebook
     assert "batched:" in log and "gradient, batched vs separate" in log  # the seeds benchmark ran
+
+    # run again at once, as after a time limit: every finished run is reused, none trained again
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, (out / "log.txt").read_text()[-3000:]
+    assert f"0 trained runs (+ {len(records)} trained by an earlier call)" in (out / "summary.txt").read_text()
