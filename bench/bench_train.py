@@ -7,24 +7,21 @@ The ceiling is the best sustained fp32 (CPU) or bf16 (GPU) square matmul rate on
 so the ratio stays meaningful whatever else the machine is doing. Model FLOPs per token follow
 PaLM's convention (pvs.model.flops_per_token): 6 N + 12 L H Q T. The timed step is the study's own
 (pvs.train.start_session / train_step: accelerate, micro-batches, clipping, schedule, AdamW) on a shard of
-random tokens, so no corpus is needed.
+random tokens, so no corpus is needed, timed as `pvs plan --measure` times it (pvs.walltime.seconds_per_step).
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from pvs import tiers
 from pvs.config import apply_overrides
 from pvs.model import build_model, flops_per_token, param_counts
-from pvs.tokens import TokenStream
-from pvs.train import resolve_precision, start_session, train_step
+from pvs.train import resolve_precision
+from pvs.walltime import WARMUP_STEPS, seconds_per_step
 
 
 def matmul_ceiling(n: int, dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
@@ -44,20 +41,12 @@ def matmul_ceiling(n: int, dtype: torch.dtype, device: str, seconds: float = 3.0
     return best
 
 
-def synthetic_shard(path: Path, n_tokens: int, vocab: int) -> Path:
-    """A token shard of uniform random ids, in the format pvs.tokens writes."""
-    ids = np.random.default_rng(0).integers(0, vocab, n_tokens).astype(np.uint16 if vocab <= 65535 else np.uint32)
-    path.write_bytes(ids.tobytes())
-    path.with_suffix(".json").write_text(f'{{"tokens": {ids.size}, "dtype": "{ids.dtype}", "sha256": "random"}}')
-    return path
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tier", default="cpu")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=30, help="timed steps (after 3 warm-up steps)")
+    ap.add_argument("--steps", type=int, default=30, help=f"timed steps (after {WARMUP_STEPS} warm-up steps)")
     args = ap.parse_args()
 
     cfg = apply_overrides(tiers.get(args.tier), args.overrides)
@@ -68,27 +57,11 @@ def main() -> None:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     ceiling = matmul_ceiling(4096 if device == "cuda" else 1024, dtype, device)
 
-    model = build_model(cfg.parent, seed=0)
     b, t = cfg.train.batch_size, cfg.train.seq_len
-    with tempfile.TemporaryDirectory(prefix="pvs-bench-") as tmp:
-        # the study's own loop (pvs.train: accelerate, micro-batches, masks, clipping, schedule, AdamW) on a
-        # shard of random tokens, so no corpus is needed; nothing is written but the temp folder
-        stream = TokenStream(synthetic_shard(Path(tmp) / "bench.bin", (args.steps + 4) * b * (t + 1), cfg.parent.vocab))
-        session = start_session(model, stream, cfg.train, tokens=(args.steps + 3) * b * t, out_dir=Path(tmp),
-                                desc="bench")
-        for step in range(3):  # warm-up: allocator, kernels, optimizer state
-            train_step(session, step)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for step in range(3, 3 + args.steps):
-            loss, _, _ = train_step(session, step)
-        float(loss)  # wait for the last step
-        dt = time.perf_counter() - t0
-    tok_s = args.steps * b * t / dt
+    tok_s = b * t / seconds_per_step(cfg.parent, cfg, args.threads, steps=args.steps)
     fpt = flops_per_token(cfg.parent, t)
     achieved = tok_s * fpt
-    counts = param_counts(model)
+    counts = param_counts(build_model(cfg.parent, seed=0))
     where = torch.cuda.get_device_name(0) if device == "cuda" else f"{platform.processor() or platform.machine()}"
     print(f"machine: {where}, {args.threads} torch threads, precision {precision}")
     print(f"model: tier {args.tier} parent, {counts['total']/1e6:.2f}M params ({counts['non_embedding']/1e6:.2f}M "

@@ -14,16 +14,14 @@ import json
 import re
 from pathlib import Path
 
-PEAKS_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0}
-"""bf16 dense peak per GPU family (the H200 has the H100's compute)."""
-
-
 def gpu_peak(explicit: float | None) -> tuple[str, float | None]:
+    """(this GPU's name, its bf16 dense peak in TFLOP/s: ``explicit``, else pvs.plan.GPUS's entry for it)."""
     import torch
+    from pvs.plan import GPUS
     if not torch.cuda.is_available():
         return "none", explicit
     name = torch.cuda.get_device_name(0)
-    known = next((p for key, p in PEAKS_TFLOPS.items() if key in name), None)
+    known = next((peak / 1e12 for key, (_, peak) in GPUS.items() if key in name.lower()), None)
     return name, explicit or known
 
 

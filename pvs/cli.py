@@ -256,7 +256,7 @@ def cmd_plan(args) -> None:
     from pvs.plan import format_plan, plan
     cfg = resolve_config(args)
     p = plan(cfg, gpu=args.gpu, mfu=args.mfu, rounding=args.rounding)
-    print(format_plan(cfg, gpu=args.gpu, mfu=args.mfu, rounding=args.rounding))
+    print(format_plan(cfg, computed=p))
     if args.measure:  # time a few steps of each shape here: the GPU-hours above assume an MFU, this measures
         from pvs.walltime import estimate, format_estimate
         print()

@@ -89,8 +89,7 @@ def evaluate_downstream(model, tokenizer=None, tasks=ALL8, limit: int | None = N
     check(source in SOURCES, f"source={source!r} is not one of {list(SOURCES)}")
     check(isinstance(batch_size, int) and batch_size > 0, f"batch_size={batch_size!r} must be a positive integer")
     check(backend in BACKENDS, f"backend={backend!r} is not one of {list(BACKENDS)}")
-    check(isinstance(num_fewshot, (int, np.integer)) and not isinstance(num_fewshot, bool) and num_fewshot >= 0,
-          f"num_fewshot={num_fewshot!r} must be a non-negative integer (solved examples before each question)")
+    _check_shots(num_fewshot)
 
     code = code_version()  # the code that computes the numbers, not the checkout at the end of a long run
     model, tokenizer, checkpoint = _resolve_model(model, tokenizer, checkpoint_hash)
@@ -189,13 +188,12 @@ class TaskScorer:
         spec = get_spec(task)  # one-line error naming the known tasks
         check(not spec.extra, f"task={task!r} is a language-modelling extra; a task scorer takes one of "
                               f"{', '.join(PAPER_TASKS)}")
-        check(isinstance(num_fewshot, int) and not isinstance(num_fewshot, bool) and num_fewshot >= 0,
-              f"num_fewshot={num_fewshot!r} must be a non-negative integer (solved examples before each question)")
+        _check_shots(num_fewshot)
         check(isinstance(seed, int) and not isinstance(seed, bool), f"task seed={seed!r} must be an integer")
         self.task, self.tokenizer, self.num_fewshot, self.limit = task, tokenizer, num_fewshot, limit
         self.seed, self.batch_size, self.cache_dir = seed, batch_size, cache_dir
         docs = "all documents" if limit is None else f"{limit} documents, seed {seed}"
-        self.name = f"{task} {num_fewshot}-shot {get_spec(task).metric} (lm-eval, {docs})"
+        self.name = f"{task} {num_fewshot}-shot {spec.metric} (lm-eval, {docs})"
         self.record = {"task": task, "num_fewshot": num_fewshot, "limit": limit, "seed": seed}
         """What pruning records keep of this scorer (pvs.prune.run writes it in prune.json's options)."""
 
@@ -212,9 +210,10 @@ TASK_OPTIONS = ("task", "num_fewshot", "task_limit", "task_seed")
 task: winogrande, num_fewshot: 5}); ``with_task_scorer`` turns them into ``task_score``."""
 
 
-def with_task_scorer(method: str, options: dict, tokenizer, cache_dir: str | Path | None = None) -> dict:
+def with_task_scorer(method: str, options: dict, load_tokenizer, cache_dir: str | Path | None = None) -> dict:
     """``options`` with the TASK_OPTIONS replaced by ``task_score=TaskScorer(...)``; unchanged without ``task``.
-    Only ``task`` names the scorer: the other three without it are an error, never silently dropped."""
+    Only ``task`` names the scorer: the other three without it are an error, never silently dropped.
+    ``load_tokenizer()`` gives the model's tokenizer; it is called only when a scorer is built."""
     given = [k for k in TASK_OPTIONS if k in options]
     if not given:
         return options
@@ -224,9 +223,14 @@ def with_task_scorer(method: str, options: dict, tokenizer, cache_dir: str | Pat
     limit = options.get("task_limit")
     check(limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0),
           f"task_limit={limit!r} for {method} must be a positive integer (documents) or absent (all)")
-    scorer = TaskScorer(options["task"], tokenizer, num_fewshot=options.get("num_fewshot", 0), limit=limit,
+    scorer = TaskScorer(options["task"], load_tokenizer(), num_fewshot=options.get("num_fewshot", 0), limit=limit,
                         seed=options.get("task_seed", 0), cache_dir=cache_dir)
     return {**rest, "task_score": scorer}
+
+
+def _check_shots(num_fewshot) -> None:
+    check(isinstance(num_fewshot, (int, np.integer)) and not isinstance(num_fewshot, bool) and num_fewshot >= 0,
+          f"num_fewshot={num_fewshot!r} must be a non-negative integer (solved examples before each question)")
 
 
 def _take_subset(task, limit, seed) -> tuple[str, int, list[int] | None]:
@@ -282,7 +286,8 @@ def _resolve_model(model, tokenizer, checkpoint_hash):
           f"model={type(model).__name__} is not a torch model, a checkpoint folder, or an lm_eval LM")
     check(tokenizer is not None, "a model object needs its tokenizer (evaluate_downstream(model, tokenizer))")
     path = getattr(model, "name_or_path", None) or None  # where it was loaded from (its weights may differ since)
-    return model, tokenizer, {"path": display(path) if path else None, "hash": checkpoint_hash or weights_hash(model, tokenizer)}
+    return model, tokenizer, {"path": display(path) if path else None,
+                              "hash": checkpoint_hash or weights_hash(model, tokenizer)}
 
 
 def weights_hash(model: torch.nn.Module, tokenizer=None) -> str:

@@ -57,14 +57,20 @@ def publish_report(executed: Path, target: Path) -> Path:
     return target
 
 
+def _chosen(experiments: list[str] | None) -> list[str]:
+    """The experiments asked for (default: all), each checked before anything runs."""
+    chosen = experiments or list(EXPERIMENTS)
+    for name in chosen:
+        check_experiment(name)
+    return chosen
+
+
 def run_study(cfg, tier: str, experiments: list[str] | None = None, figures_only: bool = False) -> dict:
     """Execute the experiment notebooks (unless figures_only) with the resolved config ``cfg`` as their
     ``config`` parameter (so each runs exactly what `pvs study` resolved), then the figures notebook."""
     from pvs.config import to_dict
     from pvs.paths import runs_root
-    chosen = experiments or list(EXPERIMENTS)
-    for name in chosen:
-        check_experiment(name)
+    chosen = _chosen(experiments)
     out_dir = runs_root() / tier / "notebooks"
     times = {}
     if not figures_only:
@@ -90,9 +96,7 @@ def run_plain(cfg, tier: str, experiments: list[str] | None = None, figures_only
     figure of figures/<tier>/ except report.ipynb. Returns the wall time per stage."""
     from pvs.report import render_all
     from pvs.study import run_experiment
-    chosen = experiments or list(EXPERIMENTS)
-    for name in chosen:
-        check_experiment(name)
+    chosen = _chosen(experiments)
     times = {}
     if not figures_only:
         for name in chosen:

@@ -340,10 +340,10 @@ def _fmt_hours(h: float) -> str:
     return "0" if h == 0 else f"{h:.2g}" if h < 10 else f"{h:,.0f}"
 
 
-def format_plan(cfg_or_plan: RunConfig | Plan, **options) -> str:
+def format_plan(cfg_or_plan: RunConfig | Plan, computed: Plan | None = None, **options) -> str:
     """The plan as a text table with its assumptions and warnings. Takes a RunConfig (then ``options`` go to
-    ``plan``: gpu, mfu, rounding, corpus_tokens, n_gpus, ...) or a Plan."""
-    p = cfg_or_plan if isinstance(cfg_or_plan, Plan) else plan(cfg_or_plan, **options)
+    ``plan``: gpu, mfu, rounding, corpus_tokens, n_gpus, ...; or ``computed``, its plan made already) or a Plan."""
+    p = computed or (cfg_or_plan if isinstance(cfg_or_plan, Plan) else plan(cfg_or_plan, **options))
     a = p.assumptions
     rounding = ("exact: steps = ceil(tokens / tokens_per_step)" if a["rounding"] == "exact" else
                 f"authors': a step counted as {a['step_tokens_counted']:,} tokens, so a run sees "

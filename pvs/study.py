@@ -12,6 +12,7 @@ shared, a rerun skips finished arms, and a changed setting re-runs only what dep
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
@@ -112,7 +113,7 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float, o
     from pvs.prune.run import check_cached, prune_to_dir
     spec, out = _spec(variant), Path(out) if out else pruned_dir(cfg, variant, ratio)
     from pvs.downstream import with_task_scorer  # task=NAME, num_fewshot=K -> task_score (minitron-depth)
-    tokenizer = parent_tokenizer(cfg, data)
+    tokenizer = functools.cache(lambda: parent_tokenizer(cfg, data))  # a released parent's loads its model
     options = with_task_scorer(spec.name, prune_options(cfg, variant, ratio), tokenizer)
     if (out / "prune.json").is_file():  # reused only when complete and what was asked
         check_cached(read_json(out / "prune.json"), out, variant, ratio, options)
@@ -124,7 +125,7 @@ def prune(cfg: RunConfig, data: stages.DataHandle, variant: str, ratio: float, o
                                        for s in range(options["steps"]))}
     try:
         prune_to_dir(load_parent_model(cfg, data), variant, ratio, calib_tokens(cfg, data, variant), out, options,
-                     provenance={"parent": cfg.study.parent or stages.parent_dir(cfg).name}, tokenizer=tokenizer)
+                     provenance={"parent": cfg.study.parent or stages.parent_dir(cfg).name}, tokenizer=tokenizer())
     except BudgetTooSmall as e:  # name the study's budget settings, not the method's arguments
         raise PvsError(e.message(spec.budget_hint(cfg))) from None
     return out

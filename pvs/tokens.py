@@ -89,6 +89,16 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
 
 
+def write_random_shard(path: str | Path, n_tokens: int, vocab: int, seed: int = 0) -> Path:
+    """A shard of uniform random token ids in the format prepare_shards writes (benchmarks and timings need
+    batches of the right shape, not text)."""
+    path = Path(path)
+    ids = np.random.default_rng(seed).integers(0, vocab, n_tokens).astype(np.uint16 if vocab <= 65535 else np.uint32)
+    path.write_bytes(ids.tobytes())
+    atomic_write_json(path.with_suffix(".json"), {"tokens": int(ids.size), "dtype": str(ids.dtype), "sha256": "random"})
+    return path
+
+
 def _encode_docs(texts, tok) -> np.ndarray:
     eot = tok.eos_token_id
     check(eot is not None, "tokenizer has no end-of-text (eos) token; pvs joins documents with it")

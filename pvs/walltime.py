@@ -34,17 +34,12 @@ def seconds_per_step(shape, cfg: RunConfig, threads: int, steps: int = TIMED_STE
     threads (the mean of ``steps`` steps after WARMUP_STEPS), on a shard of random tokens."""
     import torch
     from pvs.model import build_model
-    from pvs.tokens import TokenStream
+    from pvs.tokens import TokenStream, write_random_shard
     from pvs.train import start_session, train_step
     train = replace(cfg.train, threads=threads, checkpoint_every=10**9)
     b, t = train.batch_size, train.seq_len
     with tempfile.TemporaryDirectory(prefix="pvs-walltime-") as tmp:
-        shard = Path(tmp) / "random.bin"
-        n = (steps + WARMUP_STEPS + 1) * b * (t + 1)
-        ids = np.random.default_rng(0).integers(0, shape.vocab, n).astype(np.uint16 if shape.vocab <= 65535 else
-                                                                          np.uint32)
-        shard.write_bytes(ids.tobytes())
-        shard.with_suffix(".json").write_text(f'{{"tokens": {ids.size}, "dtype": "{ids.dtype}", "sha256": "random"}}')
+        shard = write_random_shard(Path(tmp) / "random.bin", (steps + WARMUP_STEPS + 1) * b * (t + 1), shape.vocab)
         session = start_session(build_model(shape, seed=0), TokenStream(shard), train,
                                 tokens=(steps + WARMUP_STEPS) * b * t, out_dir=Path(tmp), desc="walltime")
         for step in range(WARMUP_STEPS):

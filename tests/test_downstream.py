@@ -287,7 +287,7 @@ def test_task_scorer_is_the_task_accuracy_and_is_spelled_from_options(cache):
     model = build_model(ModelShape(n_layers=2, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64,
                                    vocab=len(tok)))
     opts = with_task_scorer("minitron-depth", {"scorer": "task", "task": "winogrande", "num_fewshot": 2,
-                                               "task_limit": 6}, tok, cache_dir=cache)
+                                               "task_limit": 6}, lambda: tok, cache_dir=cache)
     scorer = opts.pop("task_score")
     assert opts == {"scorer": "task"} and isinstance(scorer, TaskScorer)
     assert scorer.record == {"task": "winogrande", "num_fewshot": 2, "limit": 6, "seed": 0}
@@ -296,7 +296,7 @@ def test_task_scorer_is_the_task_accuracy_and_is_spelled_from_options(cache):
                                  num_fewshot=2)
     assert scorer(model) == direct["tasks"]["winogrande"]["value"]
     assert direct["tasks"]["winogrande"]["n_shot"] == 2
-    assert with_task_scorer("flap", {"unit": "head"}, tok) == {"unit": "head"}  # no task: unchanged
+    assert with_task_scorer("flap", {"unit": "head"}, None) == {"unit": "head"}  # no task: unchanged, no tokenizer
 
 
 @pytest.mark.parametrize("options, needles", [
@@ -310,7 +310,7 @@ def test_task_scorer_is_the_task_accuracy_and_is_spelled_from_options(cache):
 def test_task_scorer_options_are_checked(options, needles):
     from pvs.downstream import with_task_scorer
     with pytest.raises(PvsError) as err:
-        with_task_scorer("minitron-depth", options, byte_tokenizer())
+        with_task_scorer("minitron-depth", options, byte_tokenizer)
     assert all(n in str(err.value) for n in needles) and "\n" not in str(err.value), str(err.value)
 
 
