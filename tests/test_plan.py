@@ -6,6 +6,7 @@ from pvs import tiers
 from pvs.config import apply_overrides
 from pvs.errors import PvsError
 from pvs.plan import authors_step_tokens, format_plan, gpu_hours, plan, steps_for_budget
+from pvs.shape import shape_param_counts
 
 PAPER_STEP = 512 * 8192                     # 4,194,304 tokens per step
 H100 = 989e12
@@ -131,12 +132,20 @@ def test_cpu_tier_keeps_the_papers_regime():
     r = regime.regime(cfg)
     assert r["tokens_per_param"] >= 20 and r["p_over_n"] == 4 and r["distinct_depth_shapes"] == 4
     assert len(r["scaling_fracs"]) >= 4 and r["seeds"] >= 3
+    # attention's share of a step's FLOPs, by hand: 12 L H Q T over 6 N + 12 L H Q T
+    p = cfg.parent
+    attn = 12 * p.n_layers * p.n_heads * p.attn_head_dim * cfg.train.seq_len
+    matmul = 6 * (shape_param_counts(p)["non_embedding"] + p.vocab * p.hidden)
+    assert r["attention_share"] == pytest.approx(attn / (attn + matmul), rel=1e-9)
+    assert abs(r["attention_share"] - regime.paper_regime()["attention_share"]) <= 0.05
     text = regime.format_regime(cfg)
     assert "keeps the paper's regime" in text and "28.7" in text  # the paper's 200B / 6.98B
     # and a tier that does not keep it says where
     bad = apply_overrides(cfg, ["budget.pretrain_tokens=400000", "budget.retrain_tokens=200000"])
     found = regime.problems(bad)
     assert any("tokens per non-embedding parameter" in p for p in found) and any("P:N is 2.00" in p for p in found)
+    long = regime.problems(apply_overrides(cfg, ["train.seq_len=256", "train.batch_size=8"]))
+    assert any("attention is 51% of a training step's FLOPs at 256 tokens" in p for p in long)
 
 
 def test_a_built_models_flops_per_token_are_counted_from_its_modules():
