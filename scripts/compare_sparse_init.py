@@ -8,18 +8,26 @@ compared per sparse method with pvs.stats.contrast (each arm's seed variance plu
     .venv/bin/python scripts/compare_sparse_init.py figures/cpu/metrics/equal_tokens.json \\
         figures-fresh/cpu/metrics/equal_tokens.json
 
-The committed pair: figures/cpu/metrics/equal_tokens.json and figures/cpu/ablations/equal_tokens_sparse_init_fresh.json.
+The committed pair (made with the cpu tier's earlier 256-token sequences, before 8f21202; the README's table):
+    .venv/bin/python scripts/compare_sparse_init.py figures/cpu/ablations/seq256/equal_tokens.json \\
+        figures/cpu/ablations/seq256/equal_tokens_sparse_init_fresh.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from pvs.stats import contrast
 
 
 def arm(rows: list[dict], variant: str, kind: str, budget: str) -> list[dict]:
     return [r for r in rows if r["variant"] == variant and r["arm"] == kind and r["budget"] == budget]
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def fmt(e) -> str:
@@ -35,13 +43,13 @@ def main() -> None:
     for name, rec in recs.items():
         got = rec["config"]["study"]["sparse_scratch_init"]
         if got != name:
-            raise SystemExit(f"error: {name} record has study.sparse_scratch_init={got!r}")
+            fail(f"{name} record has study.sparse_scratch_init={got!r}")
     a, f = recs["authors"]["rows"], recs["fresh"]["rows"]
     sparse = sorted({r["variant"] for r in a if r.get("granularity") == "sparse"})
     for v in sparse:
         pruned = arm(a, v, "P-R", "N")
         if [r["val_loss"] for r in pruned] != [r["val_loss"] for r in arm(f, v, "P-R", "N")]:
-            raise SystemExit(f"error: the two records' P-R_N runs of {v} differ; they must share everything but the init")
+            fail(f"the two records' P-R_N runs of {v} differ; they must share everything but the init")
         for budget in ("N", "P+N"):
             sa, sf = arm(a, v, "S", budget), arm(f, v, "S", budget)
             mean = lambda rs: sum(r["val_loss"] for r in rs) / len(rs)
