@@ -37,15 +37,16 @@ def _smoke() -> RunConfig:
 
 
 def _cpu() -> RunConfig:
-    # The paper's regime in miniature (pvs.regime prints it beside the paper's): the parent sees 21.7
+    # The paper's regime in miniature (pvs.regime prints it beside the paper's): the parent sees 21.5
     # tokens per non-embedding parameter (paper ~29), P:N = 4:1, budgets are the paper's fractions of P,
     # ratios 0.5-0.8 give four distinct shapes (10 layers), the paper's recipe. The size follows from a
     # pilot on this 2-core machine (README): a 92k-parameter parent on P = 2M tokens beats the bigram fitted
-    # on the same tokens, and the whole default grid (3 seeds for every arm of a claim) took 51 min there (README).
+    # on the same tokens; the whole default grid (3 seeds for every arm of a claim) takes 70 min from a fresh
+    # clone on the current 2-core machine (~35 expected on the first, ~2x faster one; README).
     # A 2,048-token vocabulary keeps the embedding, which does not shrink with the model, from dominating.
     # Sequences of 64 tokens give attention the paper's share of a training step's FLOPs (0.21 here, 0.22
     # for Llama-3.1-8B at 8,192; pvs.regime): at 256 it was 0.51, and on 2 cores attention (head dim 8)
-    # took 63% of a step; at 64 a step of the same 2,048 tokens is ~1.5x faster (README).
+    # took 61% of a step (bench_seeds.py); at 64 a step of the same 2,048 tokens is ~1.5x faster (README).
     return RunConfig(
         tier="cpu",
         parent=ModelShape(n_layers=10, hidden=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn=64, vocab=2048,

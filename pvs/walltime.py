@@ -29,9 +29,10 @@ TIMED_STEPS = 6
 WARMUP_STEPS = 2
 
 
-def seconds_per_step(shape, cfg: RunConfig, threads: int, steps: int = TIMED_STEPS) -> float:
+def seconds_per_step(shape, cfg: RunConfig, threads: int, steps: int = TIMED_STEPS, model=None) -> float:
     """Wall seconds of one optimizer step of a model of ``shape`` under ``cfg.train`` with ``threads`` torch
-    threads (the mean of ``steps`` steps after WARMUP_STEPS), on a shard of random tokens."""
+    threads (the mean of ``steps`` steps after WARMUP_STEPS), on a shard of random tokens. ``model``: time this
+    model (e.g. one with another attention kernel) instead of ``build_model(shape, seed=0)``."""
     import torch
     from pvs.model import build_model
     from pvs.tokens import TokenStream, write_random_shard
@@ -40,8 +41,9 @@ def seconds_per_step(shape, cfg: RunConfig, threads: int, steps: int = TIMED_STE
     b, t = train.batch_size, train.seq_len
     with tempfile.TemporaryDirectory(prefix="pvs-walltime-") as tmp:
         shard = write_random_shard(Path(tmp) / "random.bin", (steps + WARMUP_STEPS + 1) * b * (t + 1), shape.vocab)
-        session = start_session(build_model(shape, seed=0), TokenStream(shard), train,
-                                tokens=(steps + WARMUP_STEPS) * b * t, out_dir=Path(tmp), desc="walltime")
+        model = model if model is not None else build_model(shape, seed=0)
+        session = start_session(model, TokenStream(shard), train, tokens=(steps + WARMUP_STEPS) * b * t,
+                                out_dir=Path(tmp), desc="walltime")
         for step in range(WARMUP_STEPS):
             train_step(session, step)
         start = time.perf_counter()
