@@ -38,7 +38,8 @@ def main() -> None:
     step_tokens = cfg.train.batch_size * cfg.train.seq_len
     variants = [(T, "sdpa", False) for T in map(int, args.seq_lens.split(","))]
     variants += [(cfg.train.seq_len, "eager", False)] + ([(cfg.train.seq_len, "sdpa", True)] if args.compile else [])
-    print(f"tier {cfg.tier} parent, {step_tokens:,} tokens per step, {args.threads} thread(s), {args.steps} timed steps")
+    print(f"tier {cfg.tier} parent, {step_tokens:,} tokens per step, {args.threads} thread(s), "
+          f"{args.steps} timed steps")
     print(f"{'seq x batch':>12}  {'attention':9}  {'compiled':8}  {'attn FLOPs':>10}  {'ms/step':>8}  "
           f"{'vs tier':>7}  {'warm-up s':>9}")
     rows = []

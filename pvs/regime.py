@@ -18,8 +18,8 @@ from pvs.shape import RELEASED_SHAPES, ModelShape, flops_per_token, shape_param_
 
 # Llama-3.1-8B pretrained on P = 200B DCLM tokens, retrained on N = 50B (the paper's setup; the authors'
 # MaxText scripts give the 512 x 8192-token step)
-PAPER = {"non_embedding": 6.98e9, "P": 200e9, "N": 50e9, "step_tokens": 512 * 8192, "n_layers": 32, "seq_len": 8192,
-         "scaling_fracs": (0.05, 0.15, 0.25, 1.25, 2.5), "ratios": (0.5, 0.6, 0.7, 0.8),
+PAPER = {"non_embedding": 6.98e9, "P": 200e9, "N": 50e9, "step_tokens": 512 * 8192, "n_layers": 32,
+         "seq_len": 8192, "scaling_fracs": (0.05, 0.15, 0.25, 1.25, 2.5), "ratios": (0.5, 0.6, 0.7, 0.8),
          "warmup_frac": 0.05, "min_lr_frac": 0.1, "betas": (0.9, 0.95), "weight_decay": 0.1, "grad_clip": 1.0}
 TARGETS = {"tokens_per_param": 20.0, "p_over_n": 4.0, "min_parent_steps": 300, "min_n_steps": 100,
            "distinct_depth_shapes": 4, "attention_share_within": 0.05}
@@ -64,7 +64,8 @@ def paper_regime() -> dict:
             "ratios": list(PAPER["ratios"]), "depth_layers_kept": kept, "distinct_depth_shapes": len(set(kept)),
             "parent_steps": math.ceil(P / step), "n_steps": math.ceil(N / step),
             "smallest_budget_steps": math.ceil(PAPER["scaling_fracs"][0] * P / step), "seeds": 1,
-            "attention_share": attention_share(RELEASED_SHAPES["meta-llama/Llama-3.1-8B"], PAPER["seq_len"]), "seq_len": PAPER["seq_len"],
+            "attention_share": attention_share(RELEASED_SHAPES["meta-llama/Llama-3.1-8B"], PAPER["seq_len"]),
+            "seq_len": PAPER["seq_len"],
             "warmup_frac": PAPER["warmup_frac"], "min_lr_frac": PAPER["min_lr_frac"], "betas": PAPER["betas"],
             "weight_decay": PAPER["weight_decay"], "grad_clip": PAPER["grad_clip"]}
 
