@@ -208,16 +208,8 @@ def _worker(cfg_dict: dict, arm_dict: dict) -> str:
     return str(run_arm(cfg, Arm(**arm_dict)))
 
 
-def longest_first(unique: list[tuple[Path, Arm]]) -> list[tuple[Path, Arm]]:
-    """The order arms are handed to the workers: most training tokens first, ties in the experiment's order.
-    Each idle worker takes the next arm, so the long S_{P+N} and 1.25P arms no longer end an experiment with
-    one core idle (on the cpu tier a simulation of its prices saves ~3 of ~50 minutes); results do not depend
-    on the order."""
-    return sorted(unique, key=lambda item: -item[1].tokens)
-
-
 def run_arms(cfg: RunConfig, arms: list[Arm]) -> list[Path]:
-    """Run arms (pruning first, serially; then training in ``study.workers`` processes, longest first)."""
+    """Run arms (pruning first, serially; then training in ``study.workers`` processes)."""
     data = stages.prepare_data(cfg)
     for variant, ratio in dict.fromkeys((a.variant, a.ratio) for a in arms):
         prune(cfg, data, variant, ratio)
@@ -227,7 +219,7 @@ def run_arms(cfg: RunConfig, arms: list[Arm]) -> list[Path]:
         done = {d: run_arm(cfg, a) for d, a in unique}
     else:
         with ProcessPoolExecutor(cfg.study.workers, mp_context=get_context("spawn")) as pool:
-            futures = {d: pool.submit(_worker, to_dict(cfg), asdict(a)) for d, a in longest_first(unique)}
+            futures = {d: pool.submit(_worker, to_dict(cfg), asdict(a)) for d, a in unique}
             done = {d: Path(f.result()) for d, f in futures.items()}
     return [done[arm_dir(cfg, a)] for a in arms]
 

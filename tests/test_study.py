@@ -106,19 +106,6 @@ def test_unknown_experiment_is_one_line():
     assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
 
 
-def test_workers_get_the_longest_arms_first():
-    """Arms go to the workers by training tokens, most first; equal budgets keep the experiment's order, and
-    every arm is handed out once."""
-    from pvs.experiments import Arm
-    from pvs.study import longest_first
-    arms = [(Path(f"run{i}"), Arm("scratch", "m", 0.5, tokens, "N", seed=i))
-            for i, tokens in enumerate([100, 500, 300, 500, 100, 2500])]
-    order = longest_first(arms)
-    assert [a.tokens for _, a in order] == [2500, 500, 500, 300, 100, 100]
-    assert [d.name for d, _ in order] == ["run5", "run1", "run3", "run2", "run0", "run4"]
-    assert sorted(order) == sorted(arms)
-
-
 def test_checkpoints_load_and_score_outside_pvs(smoke, tmp_path):
     """A uniform (the parent) and a per-layer-width (FLAP) checkpoint: stock transformers loads each with
     its tokenizer, without importing pvs, and the lm_eval command line of the README scores it."""
