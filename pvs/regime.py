@@ -32,8 +32,9 @@ def depth_layers_kept(n_layers: int, ratio: float) -> int:
 
 
 def attention_share(shape: ModelShape, seq_len: int) -> float:
-    """The attention term's share of training FLOPs per token (12 L H Q T of pvs.shape.flops_per_token)."""
-    return 12 * shape.n_layers * shape.n_heads * shape.attn_head_dim * seq_len / flops_per_token(shape, seq_len)
+    """The attention term's share of training FLOPs per token (what pvs.shape.flops_per_token adds for seq_len)."""
+    total = flops_per_token(shape, seq_len)
+    return (total - flops_per_token(shape, 0)) / total
 
 
 def regime(cfg: RunConfig) -> dict:
