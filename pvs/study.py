@@ -27,6 +27,7 @@ from pvs.experiments import EXPERIMENTS, Arm, check_experiment, experiment_arms 
 from pvs.paths import figures_root, runs_root
 from pvs.records import atomic_write_json, code_version, environment, read_json
 from pvs import stages
+from pvs.train import keep_freed_memory
 
 def config_for(tier: str, config: dict | None = None) -> RunConfig:
     """The config an experiment notebook runs: the resolved one `pvs study` passes as a dict (checked field
@@ -269,6 +270,8 @@ def run_experiment(name: str, cfg: RunConfig, out_dir: Path | None = None) -> li
         cfg = replace(cfg, study=replace(cfg.study, downstream_tasks=[]))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # pruning and evaluation here make large temporaries too
     data = stages.prepare_data(cfg)
     record = {"experiment": name, "tier": cfg.tier, "config": to_dict(cfg), "config_hash": config_hash(cfg),
               "code": code_version(), "environment": environment(), "pretrain_tokens": cfg.budget.pretrain_tokens,

@@ -16,7 +16,7 @@ LAYERS = [
               "pvs.tasks.prepare"}),
     ("model", {"pvs.model", "pvs.hetero", "pvs.checkpoint", "pvs.parents"}),
     ("prune", {"pvs.prune"}),  # and every pvs.prune.* module
-    ("train", {"pvs.train"}),
+    ("train", {"pvs.train", "pvs.lm_loss", "pvs.cpu_attention"}),
     ("eval", {"pvs.perplexity", "pvs.packed_lm", "pvs.downstream"}),
     ("report", {"pvs.catchup", "pvs.claims", "pvs.regime", "pvs.report", "pvs.report_claims",
                 "pvs.report_figures", "pvs.report_tables"}),

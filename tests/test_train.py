@@ -59,6 +59,7 @@ def test_training_reduces_loss_and_writes_records(tmp_path):
     first, last = (sum(ln["loss"] for ln in part) / 5 for part in (lines[:5], lines[-5:]))
     assert last < first - 1.0, (first, last)
     assert rec["steps"] == 40 and rec["tokens"] == 40 * 64 and "code" in rec
+    assert rec["cpu_kernels"] and model.config._attn_implementation == "sdpa"  # put back after training
     assert (tmp_path / "run" / "model" / "config.json").is_file()
     assert not (tmp_path / "run" / "checkpoints").exists()
     # a finished run is not redone
