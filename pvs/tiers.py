@@ -1,7 +1,7 @@
 """Named scales of the whole study: the same experiments from a test-sized run to the paper's budgets.
 
     smoke  tests and CI: a 4-layer parent on a slice of the offline corpus; seconds per run
-    cpu    the default `bash reproduce.sh` on a 2-core machine (51 min on one such machine, ~2 h on another)
+    cpu    the default `bash reproduce.sh` on a 2-core machine (51 min from a fresh clone here; README)
     gpu    one GPU for hours (an H200-class card); still offline by default
     paper  the paper itself: Llama-3.1-8B shapes, DCLM, 512 x 8192-token batches, P=200B, N=50B
 
@@ -41,8 +41,8 @@ def _cpu() -> RunConfig:
     # tokens per non-embedding parameter (paper ~29), P:N = 4:1, budgets are the paper's fractions of P,
     # ratios 0.5-0.8 give four distinct shapes (10 layers), the paper's recipe. The size follows from a
     # pilot on this 2-core machine (README): a 92k-parameter parent on P = 2M tokens beats the bigram fitted
-    # on the same tokens; the whole default grid (3 seeds for every arm of a claim) takes 70 min from a fresh
-    # clone on the current 2-core machine (~35 expected on the first, ~2x faster one; README).
+    # on the same tokens; the whole default grid (3 seeds for every arm of a claim) takes 51 min from a fresh
+    # clone on the current 2-core machine (README; the first machine of this kind trained ~2x faster).
     # A 2,048-token vocabulary keeps the embedding, which does not shrink with the model, from dominating.
     # Sequences of 64 tokens give attention the paper's share of a training step's FLOPs (0.21 here, 0.22
     # for Llama-3.1-8B at 8,192; pvs.regime): at 256 it was 0.51, and on 2 cores attention (head dim 8)
