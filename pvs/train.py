@@ -54,9 +54,10 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves a block over 128 kB to 32 MB from the heap top or mmap and returns it when freed,
     so a step's large temporaries (the cpu tier's 2,048 x 2,048 logits: 16 MB each) are faulted in page by
-    page again every step: ~12k page faults per step at the cpu tier's parent, 1.2x of its step time on this
-    machine (bench/bench_step_variants.py --allocator). Blocks up to 32 MB now come from the heap, which is
-    trimmed only past 1 GB free. Once per process; False where the C library has no mallopt (not glibc)."""
+    page again every step: ~12k page faults per step at the cpu tier's parent (a step 1.09x slower without
+    this setting, with pvs.lm_loss and pvs.cpu_attention on: bench/bench_step_variants.py). Blocks up to
+    32 MB now come from the heap, which is trimmed only past 1 GB free. Once per process; False where the C
+    library has no mallopt (not glibc)."""
     try:
         mallopt = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "mallopt", None)
     except OSError:
@@ -185,7 +186,7 @@ class Session:
     precision: str
     cpu_kernels: bool
     """fp32 on the CPU, an unwrapped model, a head without bias: the loss through pvs.lm_loss and attention
-    through pvs.cpu_attention (the same numbers as the stock path, to rounding; ~1.4x faster at the cpu tier)."""
+    through pvs.cpu_attention (the stock step's numbers, to rounding; bench/bench_step_variants.py times both)."""
     attn_before: str
     """The model's attention implementation before the run, put back when it ends."""
 
@@ -343,7 +344,8 @@ def _finish(s: Session, out_dir: Path, tokens, masks, desc, extra_record, tokeni
             "tokens": s.total_steps * s.tokens_per_step, "epochs": round(s.epochs, 4),
             "data": {"shard": str(stream.path), "tokens": len(stream), "sha256": stream.meta.get("sha256")},
             "train_config": to_dict(s.cfg), "precision": s.precision, "processes": acc.num_processes,
-            "final_loss": loss_val, "wall_s": round(wall, 1), "cpu_kernels": s.cpu_kernels, "resumed_from_step": s.start_step,
+            "final_loss": loss_val, "wall_s": round(wall, 1), "cpu_kernels": s.cpu_kernels,
+            "resumed_from_step": s.start_step,
             "sparse": bool(masks), "code": s.code_segments[-1], "code_segments": s.code_segments,
             "model_flops_per_token": model_flops_per_token(model, s.cfg.seq_len),  # MFU of a grid (bench/)
             **(extra_record or {}),

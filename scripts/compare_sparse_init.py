@@ -8,7 +8,9 @@ compared per sparse method with pvs.stats.contrast (each arm's seed variance plu
     .venv/bin/python scripts/compare_sparse_init.py figures/cpu/metrics/equal_tokens.json \\
         figures-fresh/cpu/metrics/equal_tokens.json
 
-The committed pair (made with the cpu tier's earlier 256-token sequences, before 8f21202; the README's table):
+The committed pairs: the cpu tier as it is (the README's table) and with its earlier 256-token sequences:
+    .venv/bin/python scripts/compare_sparse_init.py figures/cpu/ablations/seq64/equal_tokens.json \\
+        figures/cpu/ablations/seq64/equal_tokens_sparse_init_fresh.json
     .venv/bin/python scripts/compare_sparse_init.py figures/cpu/ablations/seq256/equal_tokens.json \\
         figures/cpu/ablations/seq256/equal_tokens_sparse_init_fresh.json
 """
