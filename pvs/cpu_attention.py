@@ -4,7 +4,7 @@ At the cpu tier's shapes (head dim 8, 64-token sequences) PyTorch's CPU flash-at
 a training step on 2 cores, although attention is ~20% of its FLOPs. The work is a few batched matrix
 products per layer, and the slow ones are those with an 8-wide output (P V, dS K, dS^T Q): a BLAS handles
 the same product about 4x faster when it is computed transposed, with the 8-wide side as the rows
-(bench/bench_step_variants.py). So this keeps queries, keys, values and output "feature-major"
+(bench/bench_attention.py: 0.78 vs 0.20 ms here). So this keeps queries, keys, values and output "feature-major"
 (batch, head dim, positions), where each of those products has a long output row, and materialises the
 (grouped queries x keys) probabilities once per layer, which a 64-token window makes small (2 MB a layer).
 The query heads that share a key/value head are stacked along the positions, so grouped-query attention
@@ -14,12 +14,12 @@ needs no copies of the keys.
     model.set_attn_implementation(pvs.cpu_attention.ATTENTION)
 
 It computes what SDPA with ``is_causal=True`` computes (tests/test_cpu_attention.py: outputs and gradients
-to float rounding), and only where it is faster: head dim <= 16 and windows <= 256 tokens (one worker,
-fp32, this machine: 0.61x SDPA's time at head dim 8 and 64 tokens, 0.93x at 8 and 256, 0.89x at 16 and 64;
-1.2x at head dim 64, 1.5x at 1,024 tokens, where the probabilities no longer fit in cache). Elsewhere it
-hands the call to transformers' SDPA. It takes what training sends (causal, unpadded, no cache, no
-dropout) and refuses a mask, a cache or dropout with an error; pvs.train switches a model to it for its
-training steps only.
+to float rounding), and is used only where it is faster: head dim 8 or less and windows of 256 tokens or
+less (bench/bench_attention.py, forward + backward, one thread, this machine: 0.62x SDPA's time at head dim
+8 and 64 tokens, 0.72x at 8 and 256; 1.15x at head dim 16, 1.2x at 64, 2.2x at 1,024 tokens, where the
+probabilities no longer fit in cache). Elsewhere it hands the call to transformers' SDPA. It takes what
+training sends (causal, unpadded, no cache, no dropout) and refuses a mask, a cache or dropout with an error;
+pvs.train switches a model to it for its training steps only.
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "pvs_cpu_causal"
-MAX_HEAD_DIM = 16
+MAX_HEAD_DIM = 8
 MAX_LENGTH = 256
-"""Where this kernel is used; larger heads or windows go to SDPA (measured crossover, module docstring)."""
+"""Where this kernel is used; larger heads or windows go to SDPA (bench/bench_attention.py's crossover)."""
 
 
 @functools.lru_cache(maxsize=8)
